@@ -1,0 +1,68 @@
+# Stable Diffusion from the inside: `make lab` to study, `make test` to verify.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-done
+KERNEL := sd-course
+MY := my_notebooks
+NB := $(sort $(wildcard notebooks/*.ipynb))
+NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=600
+export PYTHONHASHSEED := 0
+
+.PHONY: help setup lab test unit notebooks lint format execute slides train-mini bench bench-mini clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## create .venv, install course_utils with its pinned deps, register the kernel
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "SD course (course_utils)"
+	touch $(STAMP)
+
+lab: setup ## copy the notebooks you don't have yet into my_notebooks/, start JupyterLab there
+	@mkdir -p $(MY)
+	@for nb in $(NB); do [ -e $(MY)/$$(basename $$nb) ] || cp $$nb $(MY)/; done
+	@echo "Your working copies are in $(MY)/ (never overwritten: delete one to get the course's version back)."
+	$(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=$(MY) $(LAB_ARGS)
+
+test: setup lint ## unit tests + every notebook executed by nbval
+	$(PY) -m pytest tests notebooks $(NBVAL) -q
+
+unit: setup ## unit tests only
+	$(PY) -m pytest tests -q
+
+notebooks: setup ## notebooks only, under nbval
+	$(PY) -m pytest notebooks $(NBVAL) -q
+
+lint: setup ## ruff check + format check over course_utils, tests, scripts and the notebooks
+	$(VENV)/bin/ruff check course_utils tests scripts notebooks
+	$(VENV)/bin/ruff format --check course_utils tests scripts notebooks
+
+format: setup ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix course_utils tests scripts notebooks
+	$(VENV)/bin/ruff format course_utils tests scripts notebooks
+
+execute: setup ## re-execute the course notebooks in place (committed outputs are real)
+	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+	  --ExecutePreprocessor.kernel_name=$(KERNEL) --ExecutePreprocessor.timeout=600 $(NB)
+
+slides: setup ## render every notebook to a reveal.js deck in build/slides/
+	$(PY) scripts/make_slides.py $(NB) --out build/slides
+
+train-mini: setup ## train the embedded mini-sd (fixed seed, resumable per stage)
+	$(PY) -m course_utils.mini.train --out course_utils/mini_sd --work runs/mini
+
+bench-mini: setup ## quality and speed table of mini-sd
+	$(PY) -m course_utils.mini.bench
+
+bench: setup ## hand-written loop vs pipeline, rewards, and the mini-sd rows
+	$(PY) scripts/bench.py
+
+clean: ## remove build outputs and caches (never my_notebooks/ nor .venv)
+	rm -rf build .pytest_cache .ruff_cache
+	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +

@@ -1,0 +1,39 @@
+"""One comparison helper for notebooks and tests: print the largest difference, assert a tolerance.
+
+Every tolerance in the course is visible in the output (Karpathy's `cmp` pattern), e.g.
+
+    ddpm_step vs DDPMScheduler  max|diff|=2.4e-07  tol=1e-05  ok
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def max_abs_diff(ours, ref) -> float:
+    """max |ours - ref| over all elements, as a Python float (tensors, arrays or numbers)."""
+    a = torch.as_tensor(ours, dtype=torch.float64)
+    b = torch.as_tensor(ref, dtype=torch.float64)
+    if a.shape != b.shape and a.numel() != 1 and b.numel() != 1:
+        raise ValueError(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
+    return (a - b).abs().max().item()
+
+
+def report(name: str, ours, ref, atol: float = 1e-5) -> float:
+    """Print `name  max|diff|=...  tol=...` and raise AssertionError when the difference > atol."""
+    diff = max_abs_diff(ours, ref)
+    ok = diff <= atol
+    print(f"{name:<32} max|diff|={diff:.1e}  tol={atol:.0e}  {'ok' if ok else 'FAIL'}")
+    if not ok:
+        raise AssertionError(f"{name}: max|diff| = {diff:.3g} > tolerance {atol:.0e}")
+    return diff
+
+
+def exercise(name: str, answer, expected, atol: float = 0.0) -> bool:
+    """Tell a learner whether an exercise answer is right (prints, never raises)."""
+    try:
+        right = max_abs_diff(answer, expected) <= atol
+    except (TypeError, ValueError, RuntimeError):
+        right = answer == expected
+    print(f"{name}: {'correct!' if right else 'not yet - try again (see the hint above)'}")
+    return bool(right)

@@ -1,0 +1,1 @@
+"""The embedded miniature Stable Diffusion, "mini-sd": its architecture, data, training, bench."""

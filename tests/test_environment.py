@@ -1,0 +1,39 @@
+"""pyproject.toml and environment.yml pin the same versions; the repo's layout is the brief's."""
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pyproject_pins() -> dict[str, str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = project["dependencies"] + [
+        r for extra in project["optional-dependencies"].values() for r in extra
+    ]
+    pins = dict(r.split("==") for r in reqs)
+    assert len(pins) == len(reqs), "every dependency is pinned with =="
+    return pins
+
+
+def environment_pins() -> dict[str, str]:
+    lines = (ROOT / "environment.yml").read_text().splitlines()
+    return dict(re.findall(r"^\s+- ([A-Za-z0-9_.\-]+)==(\S+)$", "\n".join(lines), re.M))
+
+
+def test_environment_yml_pins_equal_pyproject():
+    assert environment_pins() == pyproject_pins()
+
+
+def test_torch_is_the_tested_release():
+    assert pyproject_pins()["torch"] == "2.13.0"
+
+
+def test_no_torchvision():
+    assert "torchvision" not in pyproject_pins()  # breaks transformers' vision imports here
+
+
+def test_top_level_layout():
+    for name in ("notebooks", "course_utils", "tests", "environment.yml", "README.md", "Makefile"):
+        assert (ROOT / name).exists(), name

@@ -1,0 +1,89 @@
+import shutil
+import time
+
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+
+from course_utils.models import (
+    KNOWN_NAMES,
+    WeightsNotFoundError,
+    find_sd15,
+    load_pipeline,
+    resolve_name,
+)
+
+
+def fake_hf_cache(home, pipe_dir, repo_id="sd-legacy/stable-diffusion-v1-5"):
+    """Lay a pipeline out exactly as `hf download` would: models--org--name/snapshots/<sha>."""
+    repo = home / "hub" / ("models--" + repo_id.replace("/", "--"))
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(pipe_dir, repo / "snapshots" / sha)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(sha)
+    return repo / "snapshots" / sha
+
+
+def test_load_from_folder_is_a_real_pipeline(tiny_pipe):
+    assert isinstance(tiny_pipe, StableDiffusionPipeline)
+    assert tiny_pipe.device.type == "cpu" and tiny_pipe.unet.dtype == torch.float32
+    assert tiny_pipe.safety_checker is None
+
+
+def test_sd15_loads_offline_from_the_hf_cache(tmp_path, tiny_pipe_dir, monkeypatch):
+    snap = fake_hf_cache(tmp_path, tiny_pipe_dir)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("SD15_PATH", raising=False)
+    assert find_sd15() == snap
+    pipe = load_pipeline("sd15", device="cpu")
+    ref = StableDiffusionPipeline.from_pretrained(tiny_pipe_dir, safety_checker=None)
+    for name in ("unet", "vae", "text_encoder"):
+        ours, theirs = getattr(pipe, name).state_dict(), getattr(ref, name).state_dict()
+        assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+def test_sd15_path_env_var(tiny_pipe_dir, monkeypatch):
+    monkeypatch.setenv("SD15_PATH", str(tiny_pipe_dir))
+    assert isinstance(load_pipeline("sd15", device="cpu"), StableDiffusionPipeline)
+
+
+def test_missing_sd15_fails_fast_with_instructions(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("SD15_PATH", raising=False)
+    start = time.perf_counter()
+    with pytest.raises(WeightsNotFoundError, match="hf download sd-legacy/stable-diffusion-v1-5"):
+        load_pipeline("sd15", device="cpu")
+    assert time.perf_counter() - start < 2.0  # no network wait
+
+
+def test_unknown_name_lists_known_ones():
+    with pytest.raises(ValueError) as e:
+        load_pipeline("sdxl-turbo")
+    assert all(n in str(e.value) for n in KNOWN_NAMES)
+
+
+def test_folder_without_model_index(tmp_path):
+    with pytest.raises(WeightsNotFoundError, match="model_index.json"):
+        load_pipeline(str(tmp_path))
+
+
+def test_name_type_checked():
+    with pytest.raises(TypeError, match="model name must be a string"):
+        load_pipeline(42)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="auto picks sd15 on a GPU with weights")
+def test_auto_is_mini_sd_without_gpu(monkeypatch, tmp_path, tiny_pipe_dir):
+    monkeypatch.delenv("COURSE_MODEL", raising=False)
+    fake_hf_cache(tmp_path, tiny_pipe_dir)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # weights present, but no GPU
+    assert resolve_name("auto") == "mini-sd"
+
+
+def test_course_model_env_replaces_auto(monkeypatch):
+    monkeypatch.setenv("COURSE_MODEL", "sd15")
+    assert resolve_name("auto") == "sd15"
+    assert resolve_name("mini-sd") == "mini-sd"  # an explicit name wins
