@@ -7,12 +7,9 @@ weights; it stands in for SD 1.5 wherever a test needs "a pipeline" and not mini
 from __future__ import annotations
 
 import pytest
-import torch
 
 from course_utils.mini.arch import build_random_pipeline
 from course_utils.tokenization import TOKENIZER_DIR
-
-torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="session")

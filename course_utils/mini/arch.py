@@ -30,7 +30,7 @@ ARCHS: dict[str, dict] = {
     "mini": dict(
         text=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4),
         vae=dict(block_out_channels=[32, 64, 64, 64], layers_per_block=1, norm_num_groups=16),
-        unet=dict(block_out_channels=(64, 128), layers_per_block=2, attention_head_dim=16,
+        unet=dict(block_out_channels=(64, 128), layers_per_block=1, attention_head_dim=16,
                   norm_num_groups=32),
         image_size=64,
     ),

@@ -1,0 +1,179 @@
+"""The text-to-image loop of Stable Diffusion, written out (taught in 06_unet_cfg_reward).
+
+    text_emb  = CLIP(tokens(prompt)),  uncond_emb = CLIP(tokens(negative_prompt or ""))
+    z_T       ~ N(0, I) * scheduler.init_noise_sigma            (4 x H/8 x W/8, seeded on the CPU)
+    for t in scheduler.timesteps:
+        eps_u, eps_c = unet([z_t, z_t], t, [uncond_emb, text_emb])  (one batched call)
+        eps = eps_u + w (eps_c - eps_u)                            (Ho & Salimans 2022, Eq. 6)
+        z_t = scheduler.step(eps, t, z_t)
+    image = vae.decode(z_0 / scaling_factor)  in [-1, 1] -> [0, 1]
+
+`generate(...)` equals `StableDiffusionPipeline.__call__` for the same components, scheduler,
+seed, prompt, guidance, steps and size (tests/test_sampling.py: max |diff| <= 1e-4 in fp32).
+As in diffusers, guidance_scale <= 1 skips the unconditional pass.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import torch
+
+
+def _as_prompt_list(prompts, name: str = "prompt") -> list[str]:
+    if isinstance(prompts, str):
+        return [prompts]
+    if not isinstance(prompts, Sequence) or isinstance(prompts, bytes):
+        raise TypeError(
+            f"{name} must be a string or a list of strings, got {type(prompts).__name__}"
+        )
+    if len(prompts) == 0:
+        raise ValueError(f"{name} is an empty list: give at least one prompt")
+    bad = [p for p in prompts if not isinstance(p, str)]
+    if bad:
+        raise TypeError(
+            f"every {name} must be a string, got {type(bad[0]).__name__}: {bad[0]!r:.60}"
+        )
+    return list(prompts)
+
+
+@torch.no_grad()
+def embed_text(pipe, prompts: list[str]) -> torch.Tensor:
+    """CLIP's last_hidden_state of prompts padded/truncated to 77 tokens: (B, 77, d)."""
+    ids = pipe.tokenizer(
+        prompts,
+        padding="max_length",
+        max_length=pipe.tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
+    return pipe.text_encoder(ids.to(pipe.device))[0].to(pipe.text_encoder.dtype)
+
+
+def encode_prompt(pipe, prompts, negative_prompts=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(text_emb, uncond_emb), each (B, 77, d). The unconditional embedding is that of
+    `negative_prompts` (a string or one per prompt), or of the empty prompt "" by default."""
+    prompts = _as_prompt_list(prompts)
+    if negative_prompts is None:
+        negatives = [""] * len(prompts)
+    else:
+        negatives = _as_prompt_list(negative_prompts, "negative_prompt")
+        if len(negatives) == 1:
+            negatives = negatives * len(prompts)
+        if len(negatives) != len(prompts):
+            raise ValueError(f"got {len(negatives)} negative prompts for {len(prompts)} prompts")
+    return embed_text(pipe, prompts), embed_text(pipe, negatives)
+
+
+class Generation(NamedTuple):
+    images: torch.Tensor  # (B, 3, H, W) in [0, 1], float32 on the CPU
+    latents: torch.Tensor  # final latents z_0 (B, 4, H/8, W/8), as the U-Net sees them
+    trajectory: list[torch.Tensor] | None  # latents after each step (return_trajectory=True)
+    x0_preds: list[torch.Tensor] | None  # the scheduler's x^_0 after each step, if it gives one
+
+    def pil(self) -> list:
+        """The images as PIL images (what pipe(...).images gives)."""
+        from PIL import Image
+
+        arr = (self.images.permute(0, 2, 3, 1).numpy() * 255).round().astype("uint8")
+        return [Image.fromarray(a) for a in arr]
+
+
+def check_generate_args(pipe, steps, guidance_scale, height, width) -> tuple[int, int]:
+    """Clear errors for the arguments people get wrong; returns (height, width)."""
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if not isinstance(guidance_scale, (int, float)) or guidance_scale < 0:
+        raise ValueError(
+            f"guidance_scale must be a number >= 0 (1 = no guidance, 7.5 = SD's default), got {guidance_scale!r}"
+        )
+    factor = pipe.vae_scale_factor
+    default = pipe.unet.config.sample_size * factor
+    height, width = height or default, width or default
+    for name, v in (("height", height), ("width", width)):
+        if not isinstance(v, int) or v <= 0 or v % factor:
+            raise ValueError(
+                f"{name} must be a positive multiple of {factor} (the VAE downsamples by {factor}), got {v!r}"
+            )
+    return height, width
+
+
+def initial_latents(
+    pipe, batch: int, height: int, width: int, generator: torch.Generator, scheduler
+) -> torch.Tensor:
+    """z_T ~ N(0, I) scaled by the scheduler's init_noise_sigma, drawn on the generator's device
+    (the CPU by default, so a seed gives the same picture on any device)."""
+    shape = (
+        batch,
+        pipe.unet.config.in_channels,
+        height // pipe.vae_scale_factor,
+        width // pipe.vae_scale_factor,
+    )
+    z = torch.randn(
+        shape, generator=generator, device=generator.device, dtype=pipe.text_encoder.dtype
+    )
+    return z.to(pipe.device) * scheduler.init_noise_sigma
+
+
+@torch.no_grad()
+def decode_latents(pipe, latents: torch.Tensor) -> torch.Tensor:
+    """x = D(z / scaling_factor), mapped from [-1, 1] to [0, 1]; float32 on the CPU."""
+    image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+    return (image / 2 + 0.5).clamp(0, 1).float().cpu()
+
+
+def guided_eps(pipe, latents, t, text_emb, uncond_emb, guidance_scale, scheduler) -> torch.Tensor:
+    """eps = eps_u + w (eps_c - eps_u), one U-Net call on the doubled batch (none doubled if w <= 1)."""
+    cfg = guidance_scale > 1
+    x = torch.cat([latents, latents]) if cfg else latents
+    x = scheduler.scale_model_input(x, t)
+    emb = torch.cat([uncond_emb, text_emb]) if cfg else text_emb
+    eps = pipe.unet(x, t, encoder_hidden_states=emb).sample
+    if not cfg:
+        return eps
+    eps_u, eps_c = eps.chunk(2)
+    return eps_u + guidance_scale * (eps_c - eps_u)
+
+
+@torch.no_grad()
+def generate(
+    pipe,
+    prompt,
+    *,
+    steps: int = 20,
+    guidance_scale: float = 7.5,
+    seed: int = 0,
+    height: int | None = None,
+    width: int | None = None,
+    negative_prompt=None,
+    scheduler=None,
+    callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+    return_trajectory: bool = False,
+    eta: float = 0.0,
+) -> Generation:
+    """Text to image with classifier-free guidance, the loop written out (module docstring).
+    `scheduler` replaces pipe.scheduler for this call (it is stateful: set_timesteps resets it).
+    `callback(i, t, latents)` runs after every step."""
+    prompts = _as_prompt_list(prompt)
+    height, width = check_generate_args(pipe, steps, guidance_scale, height, width)
+    scheduler = scheduler or pipe.scheduler
+    text_emb, uncond_emb = encode_prompt(pipe, prompts, negative_prompt)
+    generator = torch.Generator("cpu").manual_seed(seed)
+    scheduler.set_timesteps(steps, device=pipe.device)  # first: init_noise_sigma may depend on it
+    latents = initial_latents(pipe, len(prompts), height, width, generator, scheduler)
+    params = inspect.signature(scheduler.step).parameters
+    step_kwargs = {k: v for k, v in (("eta", eta), ("generator", generator)) if k in params}
+    trajectory, x0_preds = ([], []) if return_trajectory else (None, None)
+    for i, t in enumerate(scheduler.timesteps):
+        eps = guided_eps(pipe, latents, t, text_emb, uncond_emb, guidance_scale, scheduler)
+        out = scheduler.step(eps, t, latents, **step_kwargs)
+        latents = out.prev_sample
+        if return_trajectory:
+            trajectory.append(latents.cpu())
+            x0 = getattr(out, "pred_original_sample", None)
+            x0_preds.append(x0.cpu() if x0 is not None else None)
+        if callback is not None:
+            callback(i, t, latents)
+    return Generation(decode_latents(pipe, latents), latents, trajectory, x0_preds)

@@ -1,0 +1,108 @@
+"""The hand-written loop equals StableDiffusionPipeline.__call__ (the independent reference)."""
+
+import pytest
+import torch
+from diffusers import DDIMScheduler, EulerDiscreteScheduler, LMSDiscreteScheduler
+
+from course_utils.sampling import encode_prompt, generate
+
+
+def pipeline_images(pipe, prompt, seed, **kw):
+    return pipe(
+        prompt, generator=torch.Generator("cpu").manual_seed(seed), output_type="pt", **kw
+    ).images
+
+
+@pytest.mark.parametrize(
+    "scheduler_cls", [None, LMSDiscreteScheduler, EulerDiscreteScheduler, DDIMScheduler]
+)
+def test_generate_equals_pipeline(tiny_pipe, scheduler_cls):
+    if scheduler_cls is not None:
+        tiny_pipe.scheduler = scheduler_cls.from_config(tiny_pipe.scheduler.config)
+    try:
+        ours = generate(tiny_pipe, "a red circle", steps=6, guidance_scale=7.5, seed=3).images
+        ref = pipeline_images(
+            tiny_pipe, "a red circle", 3, num_inference_steps=6, guidance_scale=7.5
+        )
+    finally:
+        from diffusers import PNDMScheduler
+
+        tiny_pipe.scheduler = PNDMScheduler.from_config(tiny_pipe.scheduler.config)
+    assert (ours - ref.cpu()).abs().max().item() <= 1e-4
+
+
+def test_negative_prompts_and_batches(tiny_pipe):
+    prompts, negatives = ["a red circle", "a blue square"], ["blurry", "green"]
+    ours = generate(
+        tiny_pipe, prompts, steps=4, guidance_scale=5.0, seed=1, negative_prompt=negatives
+    ).images
+    ref = pipeline_images(
+        tiny_pipe, prompts, 1, num_inference_steps=4, guidance_scale=5.0, negative_prompt=negatives
+    )
+    assert ours.shape == (2, 3, 64, 64)
+    assert (ours - ref).abs().max().item() <= 1e-4
+
+
+def test_guidance_one_skips_the_unconditional_pass(tiny_pipe):
+    calls = []
+    hook = tiny_pipe.unet.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    try:
+        ours = generate(tiny_pipe, "a cat", steps=3, guidance_scale=1.0, seed=2).images
+    finally:
+        hook.remove()
+    assert set(calls) == {1}  # batch of one: no doubled batch
+    ref = pipeline_images(tiny_pipe, "a cat", 2, num_inference_steps=3, guidance_scale=1.0)
+    assert (ours - ref).abs().max().item() <= 1e-4
+
+
+def test_non_default_size(tiny_pipe):
+    ours = generate(tiny_pipe, "a cat", steps=2, seed=0, height=48, width=80).images
+    ref = pipeline_images(tiny_pipe, "a cat", 0, num_inference_steps=2, height=48, width=80)
+    assert ours.shape == (1, 3, 48, 80) and (ours - ref).abs().max().item() <= 1e-4
+
+
+def test_same_seed_same_image_other_seed_other_image(tiny_pipe):
+    a = generate(tiny_pipe, "a cat", steps=2, seed=5).images
+    b = generate(tiny_pipe, "a cat", steps=2, seed=5).images
+    c = generate(tiny_pipe, "a cat", steps=2, seed=6).images
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_trajectory_and_callback(tiny_pipe):
+    seen = []
+    out = generate(
+        tiny_pipe,
+        "a cat",
+        steps=3,
+        seed=0,
+        return_trajectory=True,
+        callback=lambda i, t, z: seen.append(i),
+    )
+    assert len(out.trajectory) == len(tiny_pipe.scheduler.timesteps) == len(seen)
+    assert torch.equal(out.trajectory[-1], out.latents)
+
+
+def test_encode_prompt_shapes_and_empty_negative(tiny_pipe):
+    text_emb, uncond_emb = encode_prompt(tiny_pipe, ["a", "b"])
+    assert text_emb.shape == uncond_emb.shape == (2, 77, tiny_pipe.text_encoder.config.hidden_size)
+    assert torch.equal(uncond_emb[0], uncond_emb[1])  # both are the empty prompt
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(prompt=42), TypeError, "prompt must be a string"),
+        (dict(prompt=[]), ValueError, "empty list"),
+        (dict(prompt=["ok", None]), TypeError, "every prompt must be a string"),
+        (dict(height=60), ValueError, "height must be a positive multiple of 8"),
+        (dict(width=-64), ValueError, "width must be a positive multiple of 8"),
+        (dict(steps=0), ValueError, "steps must be an integer >= 1"),
+        (dict(steps=2.5), ValueError, "steps must be an integer >= 1"),
+        (dict(guidance_scale=-1.0), ValueError, "guidance_scale must be a number >= 0"),
+        (dict(negative_prompt=["a", "b"]), ValueError, "2 negative prompts for 1 prompts"),
+    ],
+)
+def test_bad_input_is_a_clear_error(tiny_pipe, kwargs, error, match):
+    args = dict(prompt="a cat", steps=2) | kwargs
+    with pytest.raises(error, match=match):
+        generate(tiny_pipe, args.pop("prompt"), **args)
