@@ -1,0 +1,81 @@
+"""Check functions for the notebooks' exercises. Each computes the right answer independently
+(with transformers / diffusers / closed forms), compares, and prints a verdict — never the answer."""
+
+from __future__ import annotations
+
+import torch
+
+from course_utils.check import exercise
+
+
+def _clip_tokenizer():
+    from transformers import CLIPTokenizer
+
+    from course_utils.tokenization import TOKENIZER_DIR
+
+    return CLIPTokenizer(
+        str(TOKENIZER_DIR / "vocab.json"), str(TOKENIZER_DIR / "merges.txt"), model_max_length=77
+    )
+
+
+def check_token_count(prompt: str, answer: int) -> bool:
+    """Ex 1.1: how many ids (start and end token included) does CLIP give `prompt`?"""
+    return exercise("token count", answer, len(_clip_tokenizer()(prompt).input_ids))
+
+
+def check_first_merge(word: str, answer: tuple[str, str]) -> bool:
+    """Ex 1.2: which pair does BPE merge first in `word` (symbols as in the byte table)?"""
+    from course_utils.tokenization import SimpleCLIPTokenizer
+
+    steps = SimpleCLIPTokenizer().bpe_steps(word)
+    return exercise(
+        "first merge", tuple(answer) == steps[0].pair if steps else answer is None, True
+    )
+
+
+def check_truncated_words(prompt: str, answer: int) -> bool:
+    """Ex 1.3: how many BPE tokens of `prompt` does SD's 77-token limit drop?"""
+    n = len(_clip_tokenizer()(prompt).input_ids)
+    return exercise("tokens dropped", answer, max(0, n - 77))
+
+
+def check_compression_factor(
+    answer: float, image_shape=(3, 512, 512), latent_shape=(4, 64, 64)
+) -> bool:
+    """Ex 3.1: how many image numbers per latent number?"""
+    return exercise(
+        "compression factor",
+        answer,
+        torch.tensor(image_shape).prod() / torch.tensor(latent_shape).prod(),
+        atol=1e-6,
+    )
+
+
+def check_alpha_bar(t: int, answer: float) -> bool:
+    """Ex 4.1: alpha_bar_t of SD's schedule, to 4 decimals."""
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    return exercise(f"alpha_bar_{t}", answer, sched.alphas_cumprod[t].item(), atol=5e-5)
+
+
+def check_snr_half(answer: int) -> bool:
+    """Ex 4.2: the first timestep t at which the signal-to-noise ratio alpha_bar/(1-alpha_bar) < 1."""
+    from diffusers import DDPMScheduler
+
+    ab = DDPMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
+    ).alphas_cumprod
+    return exercise("SNR crosses 1 at t", answer, int(torch.nonzero(ab / (1 - ab) < 1)[0]))
+
+
+def check_velocity(answer: torch.Tensor, x1: torch.Tensor, x0: torch.Tensor, t: float) -> bool:
+    """Ex 5.1: the OT flow's velocity at time t for the pair (x0 noise, x1 data)."""
+    return exercise("OT velocity", answer, x1 - x0, atol=1e-5)
+
+
+def check_cfg(
+    answer: torch.Tensor, eps_u: torch.Tensor, eps_c: torch.Tensor, guidance_scale: float
+) -> bool:
+    """Ex 6.1: classifier-free guidance from the two predictions."""
+    return exercise("guided eps", answer, eps_u + guidance_scale * (eps_c - eps_u), atol=1e-5)

@@ -1,0 +1,255 @@
+"""A small gym-style environment: a base model that samples, a reward that scores.
+
+    env = make("images/stable_diffusion", "images/red", discretization_steps=20)
+    out = env.sample(8, generator=torch.Generator().manual_seed(0))
+    out.images, out.latents, out.trajectory, out.rewards
+
+The base model is an epsilon-predicting diffusion model seen through the flow schedule of
+notebook 05 (t = 0 noise, t = 1 data): `forward(x, t)` is the U-Net's epsilon at
+k = model_input(t), with classifier-free guidance written as (w + 1) eps_c - w eps_u,
+w = guidance_scale - 1 (the same as eps_u + g (eps_c - eps_u)). `Environment.sample`
+integrates the flow with Euler steps (flow.epsilon_to_velocity), decodes, and scores.
+Taught in notebooks/06_unet_cfg_reward.ipynb.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import torch
+
+from course_utils import flow
+
+
+class Registry:
+    """Ids -> classes with default keyword arguments. `register(id, **defaults)` is a decorator."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, tuple[Callable, dict[str, Any]]] = {}
+
+    def register(self, id: str, **defaults):
+        if not isinstance(id, str) or "/" not in id:
+            raise ValueError(f"{self.kind} ids look like 'domain/name', got {id!r}")
+        if id in self._entries:
+            raise ValueError(f"{self.kind} {id!r} is registered already")
+
+        def decorator(cls):
+            self._entries[id] = (cls, defaults)
+            return cls
+
+        return decorator
+
+    def ids(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, id: str) -> bool:
+        return id in self._entries
+
+    def __getitem__(self, id: str) -> tuple[Callable, dict[str, Any]]:
+        if id not in self._entries:
+            raise KeyError(
+                f"unknown {self.kind} {id!r}; registered: {', '.join(self.ids()) or 'none'}"
+            )
+        return self._entries[id]
+
+    def make(self, id: str, **kwargs):
+        cls, defaults = self[id]
+        return cls(**{**defaults, **kwargs})
+
+
+base_model_registry = Registry("base model")
+reward_registry = Registry("reward")
+
+
+class BaseModel(torch.nn.Module):
+    """A generative model that maps noise at t = 0 to data at t = 1 along `self.scheduler`."""
+
+    output_type = "epsilon"  # what forward() predicts
+    scheduler: flow.DiffusionScheduler
+
+    def sample_p0(
+        self, n: int, generator: torch.Generator | None = None, **kw
+    ) -> tuple[torch.Tensor, dict]:
+        """n draws of the t = 0 distribution and the conditioning that forward() needs."""
+        raise NotImplementedError
+
+    def preprocess(self, **kw) -> dict:
+        """Turn user inputs (e.g. prompts) into the model's conditioning (e.g. embeddings)."""
+        return kw
+
+    def postprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """Model space -> images (B, 3, H, W) in [0, 1]."""
+        return x
+
+
+class Reward:
+    """r(images) -> (reward (B,), valid (B,) bool). Higher is better; invalid samples are NaN/inf."""
+
+    def __call__(self, images: torch.Tensor, **kw) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+def _check_images(images: torch.Tensor) -> torch.Tensor:
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"rewards take images as a (B, 3, H, W) tensor in [0, 1], got {shape}")
+    return images
+
+
+@reward_registry.register("images/red")
+class RedReward(Reward):
+    """r = mean of the red channel, in [0, 1]. Naive on purpose: white (1, 1, 1) scores 1 too
+    (notebook 06 shows the model finding that out)."""
+
+    def __call__(self, images, **kw):
+        images = _check_images(images)
+        r = images[:, 0].mean(dim=(1, 2))
+        return r, torch.isfinite(r)
+
+
+@reward_registry.register("images/redness")
+class RednessReward(Reward):
+    """r = mean over pixels of R - (G + B) / 2, in [-1, 1]: red scores 1, white and gray 0,
+    cyan -1. The fix for the gamed "images/red"."""
+
+    def __call__(self, images, **kw):
+        images = _check_images(images)
+        r = (images[:, 0] - (images[:, 1] + images[:, 2]) / 2).mean(dim=(1, 2))
+        return r, torch.isfinite(r)
+
+
+@base_model_registry.register(
+    "images/stable_diffusion", prompt="a red circle on a white background", guidance_scale=7.5
+)
+class StableDiffusionBaseModel(BaseModel):
+    """Whichever pipeline `load_pipeline` gives (mini-sd on a CPU, SD 1.5 on a GPU), as a flow."""
+
+    def __init__(
+        self,
+        pipe=None,
+        prompt: str = "",
+        guidance_scale: float = 7.5,
+        negative_prompt: str = "",
+        model: str = "auto",
+        device=None,
+    ):
+        super().__init__()
+        if pipe is None:
+            from course_utils.models import load_pipeline
+
+            pipe = load_pipeline(model, device=device)
+        if guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
+        self.pipe, self.prompt, self.negative_prompt = pipe, prompt, negative_prompt
+        self.w = guidance_scale - 1  # (w + 1) eps_c - w eps_u
+        self.scheduler = flow.DiffusionScheduler(pipe.scheduler.alphas_cumprod)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipe.device
+
+    def latent_shape(self) -> tuple[int, int, int]:
+        c, s = self.pipe.unet.config.in_channels, self.pipe.unet.config.sample_size
+        return (c, s, s)
+
+    def preprocess(self, prompts=None, negative_prompts=None, n: int = 1) -> dict:
+        from course_utils.sampling import encode_prompt
+
+        prompts = prompts if prompts is not None else [self.prompt] * n
+        negative = negative_prompts if negative_prompts is not None else self.negative_prompt
+        text_emb, uncond_emb = encode_prompt(self.pipe, prompts, negative)
+        return dict(text_emb=text_emb, uncond_emb=uncond_emb)
+
+    def sample_p0(self, n, generator=None, prompts=None, negative_prompts=None, **kw):
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be an integer >= 1, got {n!r}")
+        if prompts is not None and len(prompts) != n:
+            raise ValueError(f"got {len(prompts)} prompts for n = {n} samples")
+        x = torch.randn((n, *self.latent_shape()), generator=generator, dtype=self.pipe.unet.dtype)
+        return x.to(self.device), self.preprocess(prompts, negative_prompts, n=n)
+
+    def forward(
+        self, x: torch.Tensor, t, text_emb: torch.Tensor, uncond_emb: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        k = self.scheduler.model_input(t).to(self.device)
+        k = k.expand(x.shape[0]) if k.ndim == 0 else k
+        if self.w == 0 or uncond_emb is None:
+            return self.pipe.unet(x, k, encoder_hidden_states=text_emb).sample
+        eps_u, eps_c = self.pipe.unet(
+            torch.cat([x, x]),
+            torch.cat([k, k]),
+            encoder_hidden_states=torch.cat([uncond_emb, text_emb]),
+        ).sample.chunk(2)
+        return (self.w + 1) * eps_c - self.w * eps_u
+
+    def postprocess(self, x: torch.Tensor) -> torch.Tensor:
+        image = self.pipe.vae.decode(x / self.pipe.vae.config.scaling_factor).sample
+        return (image / 2 + 0.5).clamp(0, 1)
+
+
+class Sample(NamedTuple):
+    images: torch.Tensor  # (n, 3, H, W) in [0, 1]
+    latents: torch.Tensor  # x at t = 1
+    trajectory: torch.Tensor  # (steps + 1, n, ...) from t = 0 to t = 1
+    rewards: torch.Tensor  # (n,), times reward_scale
+    valid: torch.Tensor  # (n,) bool
+
+
+class Environment:
+    """A base model, a reward and a time grid: sample(n) -> images, latents, trajectory, rewards."""
+
+    def __init__(
+        self,
+        base_model: BaseModel,
+        reward: Reward,
+        discretization_steps: int,
+        reward_scale: float = 1.0,
+    ):
+        if not isinstance(discretization_steps, int) or discretization_steps < 1:
+            raise ValueError(
+                f"discretization_steps must be an integer >= 1, got {discretization_steps!r}"
+            )
+        self.base_model, self.reward = base_model, reward
+        self.steps, self.reward_scale = discretization_steps, reward_scale
+
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
+        """u(x, t) from the base model's epsilon (flow.epsilon_to_velocity)."""
+        eps = self.base_model(x, t, **cond)
+        return flow.epsilon_to_velocity(x, eps, t, self.base_model.scheduler)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, **kw) -> Sample:
+        x0, cond = self.base_model.sample_p0(n, generator=generator, **kw)
+        x1, traj = flow.euler_sample(lambda x, t: self.velocity(x, t, **cond), x0, self.steps)
+        images = self.base_model.postprocess(x1).float().cpu()
+        r, valid = self.reward(images)
+        return Sample(images, x1, torch.stack(traj), self.reward_scale * r, valid)
+
+
+def make(
+    base_model: str,
+    reward: str,
+    discretization_steps: int,
+    reward_scale: float = 1.0,
+    device=None,
+    base_model_kwargs: dict | None = None,
+    reward_kwargs: dict | None = None,
+) -> Environment:
+    """Build an Environment from registered ids; both must be in the same domain ("images/...")."""
+    domains = base_model.split("/")[0], reward.split("/")[0]
+    if domains[0] != domains[1]:
+        raise ValueError(
+            f"base model {base_model!r} and reward {reward!r} are in different domains ({domains[0]} vs {domains[1]})"
+        )
+    model_kwargs = dict(base_model_kwargs or {})
+    if device is not None:
+        model_kwargs["device"] = device
+    model = base_model_registry.make(base_model, **model_kwargs)
+    return Environment(
+        model,
+        reward_registry.make(reward, **(reward_kwargs or {})),
+        discretization_steps,
+        reward_scale,
+    )

@@ -1,0 +1,89 @@
+"""Small plotting helpers: image grids, latent channels, schedules, a denoising strip."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+
+def _to_hwc(img) -> np.ndarray:
+    """PIL image, (3, H, W) tensor in [0, 1] or (H, W, 3) array -> (H, W, 3) array for imshow."""
+    if isinstance(img, torch.Tensor):
+        img = img.detach().float().cpu()
+        return (
+            img.permute(1, 2, 0).clamp(0, 1).numpy()
+            if img.ndim == 3 and img.shape[0] in (1, 3)
+            else img.numpy()
+        )
+    return np.asarray(img)
+
+
+def grid(
+    images: Sequence,
+    titles: Sequence[str] | None = None,
+    ncols: int | None = None,
+    size: float = 1.6,
+    suptitle: str | None = None,
+):
+    """Show images in a grid (tensors in [0, 1], PIL images or arrays); returns the figure."""
+    images = list(images)
+    ncols = ncols or len(images)
+    nrows = -(-len(images) // ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(size * ncols, size * nrows + (0.3 if titles else 0)), squeeze=False
+    )
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, img in enumerate(images):
+        ax = axes.flat[i]
+        ax.imshow(_to_hwc(img), interpolation="nearest")
+        if titles is not None:
+            ax.set_title(str(titles[i]), fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def latent_channels(z: torch.Tensor, title: str = "latent channels", size: float = 1.6):
+    """The 4 channels of one latent (4, h, w) side by side, each with its own colour scale."""
+    z = z.detach().float().cpu()
+    z = z[0] if z.ndim == 4 else z
+    fig, axes = plt.subplots(1, z.shape[0], figsize=(size * z.shape[0], size + 0.3))
+    for c, ax in enumerate(np.atleast_1d(axes)):
+        ax.imshow(z[c].numpy(), cmap="RdBu_r", interpolation="nearest")
+        ax.set_title(f"ch {c}: std {z[c].std():.2f}", fontsize=8)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def curves(
+    x,
+    ys: dict[str, Sequence[float]],
+    xlabel: str = "",
+    ylabel: str = "",
+    title: str = "",
+    logy: bool = False,
+    size=(5, 3),
+):
+    """Several named curves over the same x; returns the figure."""
+    fig, ax = plt.subplots(figsize=size)
+    for name, y in ys.items():
+        ax.plot(np.asarray(x), np.asarray(y), label=name)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if logy:
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def denoising_strip(images: Sequence, steps: Sequence[int], title: str = "denoising, step by step"):
+    """A row of images labelled by step: the picture emerging from the noise."""
+    return grid(images, titles=[f"step {s}" for s in steps], suptitle=title)

@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage.metrics import peak_signal_noise_ratio
+
+from course_utils import images
+
+
+def test_roundtrip_pil_tensor_pil_is_exact():
+    arr = np.random.default_rng(0).integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    x = images.to_tensor(arr)
+    assert x.shape == (1, 3, 16, 24) and x.min() >= -1 and x.max() <= 1
+    assert np.array_equal(np.asarray(images.to_pil(x)[0]), arr)
+
+
+def test_rgba_and_grayscale():
+    rgba = Image.new("RGBA", (8, 8), (255, 0, 0, 0))  # fully transparent -> white
+    assert torch.allclose(images.to_tensor(rgba), torch.ones(1, 3, 8, 8))
+    gray = Image.new("L", (8, 8), 0)
+    assert torch.allclose(images.to_tensor(gray), -torch.ones(1, 3, 8, 8))
+
+
+def test_size_not_multiple_of_8_is_an_error_unless_resized():
+    img = Image.new("RGB", (30, 20))
+    with pytest.raises(ValueError, match="multiples of 8"):
+        images.to_tensor(img)
+    assert images.to_tensor(img, size=16).shape == (1, 3, 16, 16)
+    assert images.to_tensor(img, size=(24, 40)).shape == (1, 3, 24, 40)
+
+
+def test_bad_types():
+    with pytest.raises(TypeError, match="uint8"):
+        images.to_tensor(np.zeros((8, 8, 3), dtype=np.float32))
+    with pytest.raises(TypeError, match="PIL image"):
+        images.to_tensor("photo.png")
+
+
+def test_psnr_equals_scikit_image():
+    rng = np.random.default_rng(1)
+    a, b = rng.uniform(-1, 1, (3, 8, 8)), rng.uniform(-1, 1, (3, 8, 8))
+    ours = images.psnr(torch.tensor(a), torch.tensor(b))
+    assert ours == pytest.approx(peak_signal_noise_ratio(a, b, data_range=2.0), rel=1e-6)
+    assert images.psnr(torch.ones(2), torch.ones(2)) == float("inf")
+
+
+def test_encode_decode_use_the_config_scaling_factor(tiny_pipe):
+    vae = tiny_pipe.vae
+    x = images.to_tensor(np.full((64, 64, 3), 128, dtype=np.uint8))
+    z = images.encode(vae, x)
+    assert z.shape == (1, 4, 8, 8)
+    with torch.no_grad():
+        ref = vae.encode(x).latent_dist.mean * vae.config.scaling_factor
+        ref_img = vae.decode(ref / vae.config.scaling_factor).sample.clamp(-1, 1)
+    assert torch.allclose(z, ref) and torch.allclose(images.decode(vae, z), ref_img)
