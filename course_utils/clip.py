@@ -24,7 +24,13 @@ def load_mini_clip(path: str | Path = MINI_SD_PATH):
         raise FileNotFoundError(f"no mini CLIP in {path / 'clip'}; train it with `make train-mini`")
     model = CLIPModel(CLIPConfig.from_pretrained(path / "clip"))
     model.load_state_dict(load_file(path / "clip" / "model.safetensors"), strict=False)
-    text = CLIPTextModel.from_pretrained(path / "text_encoder")
+    from transformers.utils import logging as tlogging
+
+    tlogging.disable_progress_bar()
+    try:
+        text = CLIPTextModel.from_pretrained(path / "text_encoder")
+    finally:
+        tlogging.enable_progress_bar()
     model.text_model.load_state_dict(text.state_dict())
     return model.eval()
 
@@ -42,7 +48,7 @@ def similarity(clip, tokenizer, images: torch.Tensor, texts: list[str]) -> torch
     ).input_ids
     img = clip.get_image_features(pixel_values=images_to_clip_input(images))
     txt = clip.get_text_features(input_ids=ids)
-    img = getattr(img, "pooler_output", img)
+    img = getattr(img, "pooler_output", img)  # transformers 5: an output whose pooler is projected
     txt = getattr(txt, "pooler_output", txt)
     img, txt = img / img.norm(dim=-1, keepdim=True), txt / txt.norm(dim=-1, keepdim=True)
     return img @ txt.T

@@ -127,11 +127,14 @@ def load_pipeline(
     variant = None
     if dtype == torch.float16 and any(folder.glob("unet/*.fp16.safetensors")):
         variant = "fp16"
+    from transformers.utils import logging as tlogging
+
     dlogging.disable_progress_bar()
+    tlogging.disable_progress_bar()
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
             folder,
-            torch_dtype=dtype,
+            dtype=dtype,
             variant=variant,
             use_safetensors=True,
             local_files_only=True,
@@ -141,5 +144,6 @@ def load_pipeline(
         )
     finally:
         dlogging.enable_progress_bar()
+        tlogging.enable_progress_bar()
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

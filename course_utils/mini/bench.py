@@ -131,6 +131,9 @@ def main(argv=None) -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
+        from course_utils.mini.card import write_card
+
+        write_card(MINI_SD_PATH)
 
 
 if __name__ == "__main__":

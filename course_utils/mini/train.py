@@ -289,9 +289,18 @@ def export(out: Path, work: Path, cfg: Config) -> None:
         out / "clip" / "model.safetensors",
         metadata={"format": "pt", "text_model": "../text_encoder"},
     )
-    for name in ("curves.png", "train_info.json"):
-        if (work / name).exists():
-            (out / name).write_bytes((work / name).read_bytes())
+    info = json.loads((work / "train_info.json").read_text())
+    info["parameters"] = {
+        n: sum(p.numel() for p in getattr(pipe, n).parameters())
+        for n in ("text_encoder", "vae", "unet")
+    }
+    info.pop("losses", None)  # long; the curves are in curves.png
+    (out / "train_info.json").write_text(json.dumps(info, indent=1))
+    if (work / "curves.png").exists():
+        (out / "curves.png").write_bytes((work / "curves.png").read_bytes())
+    from course_utils.mini.card import write_card
+
+    write_card(out)
 
 
 def run(cfg: Config, out: Path, work: Path) -> dict:
@@ -303,10 +312,9 @@ def run(cfg: Config, out: Path, work: Path) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     info_path = work / "train_info.json"
     info = (
-        json.loads(info_path.read_text())
-        if info_path.exists()
-        else {"config": asdict(cfg), "seconds": {}, "losses": {}}
+        json.loads(info_path.read_text()) if info_path.exists() else {"seconds": {}, "losses": {}}
     )
+    info["config"] = asdict(cfg)  # a resumed run may change later stages' settings
     images, specs = D.make_dataset(cfg.n_images, seed=cfg.seed)
     photos = D.photo_crops(cfg.n_photo_crops, seed=cfg.seed) if cfg.n_photo_crops else images[:0]
 
