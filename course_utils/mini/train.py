@@ -48,7 +48,7 @@ class Config:
     vae_batch: int = 16
     vae_lr: float = 1e-3
     vae_full_size_steps: int = 500  # the last steps see whole 64x64 images
-    unet_steps: int = 5_000
+    unet_steps: int = 6_000
     unet_batch: int = 64
     unet_lr: float = 5e-4
     empty_caption_p: float = 0.1

@@ -1,0 +1,222 @@
+"""Image-to-image, inpainting and prompt editing with the loop of notebook 06 (taught in 07).
+
+Image-to-image (SDEdit, Meng et al. 2022): encode the picture, noise it to the timestep that
+`strength` selects, and run only the remaining steps. With N steps, the loop skips the first
+t_start = N - floor(N * strength) of them (diffusers' arithmetic, easy to get off by one):
+strength 1 starts from pure noise at the first timestep, strength 0.25 runs the last quarter.
+
+Inpainting with a plain text-to-image U-Net (blended latent diffusion, Avrahami et al. 2023):
+after every step, put back the *known* region, noised to the level of the next step:
+    z <- m * z + (1 - m) * add_noise(z_image, eps, t_next),    m = 1 where we regenerate.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+import torch.nn.functional as F
+
+from course_utils.sampling import (
+    Generation,
+    _as_prompt_list,
+    check_generate_args,
+    decode_latents,
+    encode_prompt,
+    guided_eps,
+)
+
+
+def start_step(steps: int, strength: float) -> int:
+    """Index of the first timestep img2img runs: N - floor(N * strength) (x scheduler.order)."""
+    if not isinstance(strength, (int, float)) or not 0 <= strength <= 1:
+        raise ValueError(
+            f"strength must be a number in [0, 1] (0 = keep the image, 1 = ignore it), got {strength!r}"
+        )
+    n_run = min(int(steps * strength), steps)
+    if n_run == 0:
+        raise ValueError(
+            f"strength {strength} with {steps} steps runs no step at all; raise steps or strength"
+        )
+    return steps - n_run
+
+
+def _image_latents(pipe, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[1] != 3:
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(
+            f"image must be an RGB tensor (B, 3, H, W) in [-1, 1] (see images.to_tensor), got {shape}"
+        )
+    if image.shape[-1] % pipe.vae_scale_factor or image.shape[-2] % pipe.vae_scale_factor:
+        raise ValueError(
+            f"image sides must be multiples of {pipe.vae_scale_factor}, got {tuple(image.shape[-2:])}"
+        )
+    dist = pipe.vae.encode(image.to(pipe.device, pipe.vae.dtype)).latent_dist
+    z = dist.mean + dist.std * torch.randn(
+        dist.mean.shape, generator=generator, device=generator.device
+    ).to(dist.mean)
+    return z * pipe.vae.config.scaling_factor
+
+
+def _run(
+    pipe,
+    latents,
+    timesteps,
+    text_emb,
+    uncond_emb,
+    guidance_scale,
+    scheduler,
+    generator,
+    after_step=None,
+    text_emb_at=None,
+):
+    params = inspect.signature(scheduler.step).parameters
+    step_kwargs = {"generator": generator} if "generator" in params else {}
+    step_kwargs |= {"eta": 0.0} if "eta" in params else {}
+    for i, t in enumerate(timesteps):
+        emb = text_emb_at(i) if text_emb_at else text_emb
+        eps = guided_eps(pipe, latents, t, emb, uncond_emb, guidance_scale, scheduler)
+        latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
+        if after_step is not None:
+            latents = after_step(i, latents)
+    return latents
+
+
+@torch.no_grad()
+def img2img(
+    pipe,
+    image: torch.Tensor,
+    prompt,
+    *,
+    strength: float = 0.8,
+    steps: int = 20,
+    guidance_scale: float = 7.5,
+    seed: int = 0,
+    negative_prompt=None,
+    scheduler=None,
+) -> Generation:
+    """SDEdit with the hand-written loop; equals StableDiffusionImg2ImgPipeline for the same
+    components, seed and arguments (tests/test_editing.py)."""
+    prompts = _as_prompt_list(prompt)
+    check_generate_args(pipe, steps, guidance_scale, None, None)
+    first = start_step(steps, strength)
+    scheduler = scheduler or pipe.scheduler
+    text_emb, uncond_emb = encode_prompt(pipe, prompts, negative_prompt)
+    scheduler.set_timesteps(steps, device=pipe.device)
+    timesteps = scheduler.timesteps[first * scheduler.order :]
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(first * scheduler.order)
+    generator = torch.Generator("cpu").manual_seed(seed)
+    z_image = _image_latents(pipe, image, generator)
+    if z_image.shape[0] != len(prompts):
+        z_image = z_image.expand(len(prompts), -1, -1, -1)
+    noise = torch.randn(z_image.shape, generator=generator, device=generator.device).to(z_image)
+    latents = scheduler.add_noise(z_image, noise, timesteps[:1].repeat(len(prompts)))
+    latents = _run(
+        pipe, latents, timesteps, text_emb, uncond_emb, guidance_scale, scheduler, generator
+    )
+    return Generation(decode_latents(pipe, latents), latents, None, None)
+
+
+def latent_mask(mask: torch.Tensor, image: torch.Tensor, factor: int) -> torch.Tensor:
+    """A pixel mask (H, W) or (B, 1, H, W), 1 = regenerate, to latent resolution (max-pooled, so
+    any latent cell that touches the masked region is regenerated)."""
+    m = torch.as_tensor(mask, dtype=torch.float32)
+    m = m[None, None] if m.ndim == 2 else m
+    if m.ndim != 4 or m.shape[1] != 1 or m.shape[-2:] != image.shape[-2:]:
+        raise ValueError(
+            f"mask must be (H, W) or (B, 1, H, W) with the image's size {tuple(image.shape[-2:])}, got {tuple(m.shape)}"
+        )
+    if ((m != 0) & (m != 1)).any():
+        raise ValueError("mask values must be 0 (keep) or 1 (regenerate)")
+    return F.max_pool2d(m, factor)
+
+
+@torch.no_grad()
+def inpaint(
+    pipe,
+    image: torch.Tensor,
+    mask,
+    prompt,
+    *,
+    steps: int = 20,
+    guidance_scale: float = 7.5,
+    seed: int = 0,
+    negative_prompt=None,
+    scheduler=None,
+) -> Generation:
+    """Regenerate the masked region of `image` (1 in `mask`) to follow `prompt`, keeping the rest."""
+    prompts = _as_prompt_list(prompt)
+    check_generate_args(pipe, steps, guidance_scale, None, None)
+    scheduler = scheduler or pipe.scheduler
+    text_emb, uncond_emb = encode_prompt(pipe, prompts, negative_prompt)
+    generator = torch.Generator("cpu").manual_seed(seed)
+    z_image = _image_latents(pipe, image, generator).expand(len(prompts), -1, -1, -1)
+    m = latent_mask(mask, image, pipe.vae_scale_factor).to(z_image)
+    scheduler.set_timesteps(steps, device=pipe.device)
+    timesteps = scheduler.timesteps
+    noise = torch.randn(z_image.shape, generator=generator, device=generator.device).to(z_image)
+    latents = noise * scheduler.init_noise_sigma
+
+    def blend(i, z):
+        known = (
+            scheduler.add_noise(z_image, noise, timesteps[i + 1 : i + 2])
+            if i + 1 < len(timesteps)
+            else z_image
+        )
+        return m * z + (1 - m) * known
+
+    latents = _run(
+        pipe,
+        latents,
+        timesteps,
+        text_emb,
+        uncond_emb,
+        guidance_scale,
+        scheduler,
+        generator,
+        after_step=blend,
+    )
+    return Generation(decode_latents(pipe, latents), latents, None, None)
+
+
+@torch.no_grad()
+def prompt_switch(
+    pipe,
+    prompt_a: str,
+    prompt_b: str,
+    switch_at: float,
+    *,
+    steps: int = 20,
+    guidance_scale: float = 7.5,
+    seed: int = 0,
+) -> Generation:
+    """Follow prompt_a for the first `switch_at` fraction of the steps, then prompt_b: the layout
+    is decided early, so the picture keeps a's composition with b's details."""
+    if not 0 <= switch_at <= 1:
+        raise ValueError(f"switch_at must be in [0, 1], got {switch_at}")
+    check_generate_args(pipe, steps, guidance_scale, None, None)
+    scheduler = pipe.scheduler
+    (emb_a, uncond), (emb_b, _) = encode_prompt(pipe, [prompt_a]), encode_prompt(pipe, [prompt_b])
+    generator = torch.Generator("cpu").manual_seed(seed)
+    scheduler.set_timesteps(steps, device=pipe.device)
+    size = pipe.unet.config.sample_size
+    latents = (
+        torch.randn((1, pipe.unet.config.in_channels, size, size), generator=generator).to(
+            pipe.device, emb_a.dtype
+        )
+        * scheduler.init_noise_sigma
+    )
+    n_a = round(switch_at * len(scheduler.timesteps))
+    latents = _run(
+        pipe,
+        latents,
+        scheduler.timesteps,
+        emb_a,
+        uncond,
+        guidance_scale,
+        scheduler,
+        generator,
+        text_emb_at=lambda i: emb_a if i < n_a else emb_b,
+    )
+    return Generation(decode_latents(pipe, latents), latents, None, None)
