@@ -12,8 +12,6 @@ after every step, put back the *known* region, noised to the level of the next s
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 import torch.nn.functional as F
 
@@ -22,8 +20,9 @@ from course_utils.sampling import (
     _as_prompt_list,
     check_generate_args,
     decode_latents,
+    denoise,
     encode_prompt,
-    guided_eps,
+    initial_latents,
 )
 
 
@@ -58,30 +57,6 @@ def _image_latents(pipe, image: torch.Tensor, generator: torch.Generator) -> tor
     return z * pipe.vae.config.scaling_factor
 
 
-def _run(
-    pipe,
-    latents,
-    timesteps,
-    text_emb,
-    uncond_emb,
-    guidance_scale,
-    scheduler,
-    generator,
-    after_step=None,
-    text_emb_at=None,
-):
-    params = inspect.signature(scheduler.step).parameters
-    step_kwargs = {"generator": generator} if "generator" in params else {}
-    step_kwargs |= {"eta": 0.0} if "eta" in params else {}
-    for i, t in enumerate(timesteps):
-        emb = text_emb_at(i) if text_emb_at else text_emb
-        eps = guided_eps(pipe, latents, t, emb, uncond_emb, guidance_scale, scheduler)
-        latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
-        if after_step is not None:
-            latents = after_step(i, latents)
-    return latents
-
-
 @torch.no_grad()
 def img2img(
     pipe,
@@ -112,7 +87,7 @@ def img2img(
         z_image = z_image.expand(len(prompts), -1, -1, -1)
     noise = torch.randn(z_image.shape, generator=generator, device=generator.device).to(z_image)
     latents = scheduler.add_noise(z_image, noise, timesteps[:1].repeat(len(prompts)))
-    latents = _run(
+    latents = denoise(
         pipe, latents, timesteps, text_emb, uncond_emb, guidance_scale, scheduler, generator
     )
     return Generation(decode_latents(pipe, latents), latents, None, None)
@@ -158,15 +133,15 @@ def inpaint(
     noise = torch.randn(z_image.shape, generator=generator, device=generator.device).to(z_image)
     latents = noise * scheduler.init_noise_sigma
 
-    def blend(i, z):
+    def blend(i, t, out):
         known = (
             scheduler.add_noise(z_image, noise, timesteps[i + 1 : i + 2])
             if i + 1 < len(timesteps)
             else z_image
         )
-        return m * z + (1 - m) * known
+        return m * out.prev_sample + (1 - m) * known
 
-    latents = _run(
+    latents = denoise(
         pipe,
         latents,
         timesteps,
@@ -175,7 +150,7 @@ def inpaint(
         guidance_scale,
         scheduler,
         generator,
-        after_step=blend,
+        on_step=blend,
     )
     return Generation(decode_latents(pipe, latents), latents, None, None)
 
@@ -200,15 +175,10 @@ def prompt_switch(
     (emb_a, uncond), (emb_b, _) = encode_prompt(pipe, [prompt_a]), encode_prompt(pipe, [prompt_b])
     generator = torch.Generator("cpu").manual_seed(seed)
     scheduler.set_timesteps(steps, device=pipe.device)
-    size = pipe.unet.config.sample_size
-    latents = (
-        torch.randn((1, pipe.unet.config.in_channels, size, size), generator=generator).to(
-            pipe.device, emb_a.dtype
-        )
-        * scheduler.init_noise_sigma
-    )
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    latents = initial_latents(pipe, 1, size, size, generator, scheduler)
     n_a = round(switch_at * len(scheduler.timesteps))
-    latents = _run(
+    latents = denoise(
         pipe,
         latents,
         scheduler.timesteps,

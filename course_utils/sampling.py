@@ -137,6 +137,35 @@ def guided_eps(pipe, latents, t, text_emb, uncond_emb, guidance_scale, scheduler
     return eps_u + guidance_scale * (eps_c - eps_u)
 
 
+def denoise(
+    pipe,
+    latents: torch.Tensor,
+    timesteps,
+    text_emb: torch.Tensor,
+    uncond_emb: torch.Tensor,
+    guidance_scale: float,
+    scheduler,
+    generator: torch.Generator | None = None,
+    eta: float = 0.0,
+    on_step: Callable | None = None,
+    text_emb_at: Callable[[int], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """The loop itself: guided eps, then `scheduler.step`, for each timestep. `on_step(i, t, out)`
+    sees each step's scheduler output and may return replacement latents (inpainting);
+    `text_emb_at(i)` may change the prompt part-way (prompt editing)."""
+    params = inspect.signature(scheduler.step).parameters
+    step_kwargs = {k: v for k, v in (("eta", eta), ("generator", generator)) if k in params}
+    for i, t in enumerate(timesteps):
+        emb = text_emb_at(i) if text_emb_at is not None else text_emb
+        eps = guided_eps(pipe, latents, t, emb, uncond_emb, guidance_scale, scheduler)
+        out = scheduler.step(eps, t, latents, **step_kwargs)
+        latents = out.prev_sample
+        if on_step is not None:
+            replaced = on_step(i, t, out)
+            latents = latents if replaced is None else replaced
+    return latents
+
+
 @torch.no_grad()
 def generate(
     pipe,
@@ -163,17 +192,26 @@ def generate(
     generator = torch.Generator("cpu").manual_seed(seed)
     scheduler.set_timesteps(steps, device=pipe.device)  # first: init_noise_sigma may depend on it
     latents = initial_latents(pipe, len(prompts), height, width, generator, scheduler)
-    params = inspect.signature(scheduler.step).parameters
-    step_kwargs = {k: v for k, v in (("eta", eta), ("generator", generator)) if k in params}
     trajectory, x0_preds = ([], []) if return_trajectory else (None, None)
-    for i, t in enumerate(scheduler.timesteps):
-        eps = guided_eps(pipe, latents, t, text_emb, uncond_emb, guidance_scale, scheduler)
-        out = scheduler.step(eps, t, latents, **step_kwargs)
-        latents = out.prev_sample
+
+    def record(i, t, out):
         if return_trajectory:
-            trajectory.append(latents.cpu())
+            trajectory.append(out.prev_sample.cpu())
             x0 = getattr(out, "pred_original_sample", None)
             x0_preds.append(x0.cpu() if x0 is not None else None)
         if callback is not None:
-            callback(i, t, latents)
+            callback(i, t, out.prev_sample)
+
+    latents = denoise(
+        pipe,
+        latents,
+        scheduler.timesteps,
+        text_emb,
+        uncond_emb,
+        guidance_scale,
+        scheduler,
+        generator,
+        eta,
+        on_step=record,
+    )
     return Generation(decode_latents(pipe, latents), latents, trajectory, x0_preds)

@@ -54,3 +54,39 @@ def generate_panel(pipe, prompt: str = "a red circle on a blue background"):
         prompt=w.Text(prompt), guidance_scale=w.FloatSlider(value=7.5, min=0, max=15, step=0.5),
         steps=w.IntSlider(value=20, min=1, max=50), seed=w.IntText(0),
     )  # fmt: skip
+
+
+def flow_panel(scheduler: flow.DiffusionScheduler, vae, z1: torch.Tensor):
+    """A t-slider: alpha, beta, their derivatives, and the decoded noisy latent x_t."""
+    import ipywidgets as w
+    from IPython.display import display
+
+    from course_utils.images import decode, to_pil
+
+    def show(t):
+        s = flow_state(scheduler, z1, t)
+        print(
+            f"t={s['t']:.2f}  k={s['k']}  alpha={s['alpha']:.3f}  beta={s['beta']:.3f}  alpha_dot={s['alpha_dot']:.3f}  beta_dot={s['beta_dot']:.3f}"
+        )
+        display(to_pil(decode(vae, s["x_t"]))[0].resize((192, 192)))
+
+    return w.interactive(
+        show, t=w.FloatSlider(value=0.5, min=0, max=1, step=0.01, continuous_update=False)
+    )
+
+
+def channel_panel(vae, z: torch.Tensor):
+    """A slider per latent channel scale: what each of the 4 channels does to the decoded picture."""
+    import ipywidgets as w
+    from IPython.display import display
+
+    from course_utils.images import decode, to_pil
+
+    def show(channel, scale):
+        display(to_pil(decode(vae, scaled_channel(z, channel, scale)))[0].resize((192, 192)))
+
+    return w.interactive(
+        show,
+        channel=w.IntSlider(value=0, min=0, max=z.shape[1] - 1),
+        scale=w.FloatSlider(value=1.0, min=-2, max=3, step=0.25, continuous_update=False),
+    )

@@ -25,21 +25,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from course_utils.tokenization import bytes_to_unicode
+
 N_MERGES = 49408 - 256 - 256 - 2  # = 48,894
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """CLIP/GPT-2's reversible byte -> printable unicode table (same as course_utils)."""
-    bs = list(range(ord("!"), ord("~") + 1))
-    bs += list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
 
 
 def read_bpe_from_wheel(wheel: Path) -> list[str]:

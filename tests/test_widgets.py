@@ -33,3 +33,10 @@ def test_generate_panel_builds(tiny_pipe):
         "steps",
         "seed",
     }
+
+
+def test_flow_and_channel_panels_build(tiny_pipe):
+    sch = flow.DiffusionScheduler(tiny_pipe.scheduler.alphas_cumprod)
+    z = torch.zeros(1, 4, 8, 8)
+    assert len(widgets.flow_panel(sch, tiny_pipe.vae, z).children) >= 2
+    assert len(widgets.channel_panel(tiny_pipe.vae, z).children) >= 3
