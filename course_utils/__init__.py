@@ -21,3 +21,29 @@ from pathlib import Path
 
 __version__ = "0.1.0"
 MINI_SD_PATH = Path(__file__).resolve().parent / "mini_sd"
+
+_SUBMODULES = {
+    "check",
+    "clip",
+    "ddpm",
+    "device",
+    "editing",
+    "exercises",
+    "flow",
+    "gym",
+    "images",
+    "models",
+    "sampling",
+    "tokenization",
+    "viz",
+    "widgets",
+}
+
+
+def __getattr__(name: str):
+    """`cu.ddpm`, `cu.viz`, ... import on first use, so `import course_utils` stays light."""
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"course_utils.{name}")
+    raise AttributeError(f"module 'course_utils' has no attribute {name!r}")

@@ -119,8 +119,12 @@ def inpaint(
     seed: int = 0,
     negative_prompt=None,
     scheduler=None,
+    overlay: bool = True,
 ) -> Generation:
-    """Regenerate the masked region of `image` (1 in `mask`) to follow `prompt`, keeping the rest."""
+    """Regenerate the masked region of `image` (1 in `mask`) to follow `prompt`, keeping the rest.
+    The known latents are exact; decoding still shifts far-away pixels a little (GroupNorm and
+    attention in the decoder are global), so `overlay` pastes the input's pixels back outside
+    the mask, as diffusers' inpainting pipelines do with `apply_overlay`."""
     prompts = _as_prompt_list(prompt)
     check_generate_args(pipe, steps, guidance_scale, None, None)
     scheduler = scheduler or pipe.scheduler
@@ -152,7 +156,13 @@ def inpaint(
         generator,
         on_step=blend,
     )
-    return Generation(decode_latents(pipe, latents), latents, None, None)
+    images = decode_latents(pipe, latents)
+    if (
+        overlay
+    ):  # the decoder's GroupNorm/attention see the whole latent: paste the known pixels back
+        m_px = torch.as_tensor(mask, dtype=torch.float32).reshape(-1, 1, *images.shape[-2:])
+        images = m_px * images + (1 - m_px) * (image.float().cpu() / 2 + 0.5).clamp(0, 1)
+    return Generation(images, latents, None, None)
 
 
 @torch.no_grad()

@@ -49,7 +49,14 @@ def rewards(pipe, n: int = 16) -> dict:
     )
     plain = env.sample(n, generator=torch.Generator().manual_seed(1)).rewards
     pool = env.sample(4 * n, generator=torch.Generator().manual_seed(2)).rewards.view(n, 4)
-    return dict(plain=plain.mean().item(), best_of_4=pool.max(dim=1).values.mean().item())
+    guided = gym.reward_guided_sample(
+        env, n, scale=1.0, generator=torch.Generator().manual_seed(1)
+    ).rewards
+    return dict(
+        plain=plain.mean().item(),
+        best_of_4=pool.max(dim=1).values.mean().item(),
+        guided=guided.mean().item(),
+    )
 
 
 def main() -> None:
@@ -67,6 +74,9 @@ def main() -> None:
     print(f"| seconds per image, 20 steps, hand loop | {lp['sec_per_image']:.3f} s | - |")
     print(f"| redness reward, plain sampling (16) | {rw['plain']:+.3f} | - |")
     print(f"| redness reward, best of 4 (16) | {rw['best_of_4']:+.3f} | > plain |")
+    print(
+        f"| redness reward, reward-gradient guidance, scale 1 (16) | {rw['guided']:+.3f} | > plain |"
+    )
     print("\n".join(mini_bench.table(mini).splitlines()[2:]))
     print(f"(torch {torch.__version__}, {torch.get_num_threads()} CPU threads)")
 

@@ -84,12 +84,14 @@ def notebook_title(nb_path: Path) -> str:
 
 
 def render(nb_path: Path, out: Path) -> Path:
+    import nbformat
     from nbconvert import SlidesExporter
 
-    exporter = SlidesExporter(
-        **URLS, reveal_scroll=True, reveal_theme="white"
-    )  # white: local fonts
-    body, _ = exporter.from_filename(str(nb_path))
+    # the "white" theme loads its fonts locally ("simple", nbconvert's default, imports Google Fonts)
+    exporter = SlidesExporter(**URLS, reveal_scroll=True, reveal_theme="white")
+    nb = nbformat.read(nb_path, as_version=4)
+    nb.metadata.pop("widgets", None)  # live widgets need a kernel (and a CDN); slides show outputs
+    body, _ = exporter.from_notebook_node(nb)
     remote = REMOTE.findall(body)
     if remote:
         raise RuntimeError(f"{nb_path.name}: the deck still references remote URLs: {remote[:3]}")

@@ -97,3 +97,13 @@ def test_prompt_switch_ends(tiny_pipe):
 def test_bad_input(tiny_pipe, image, call, match):
     with pytest.raises(ValueError, match=match):
         call(tiny_pipe, image)
+
+
+def test_inpaint_overlay_keeps_pixels_outside_the_mask(tiny_pipe, image):
+    mask = torch.zeros(64, 64)
+    mask[:, 40:] = 1
+    out = editing.inpaint(tiny_pipe, image, mask, "a dog", steps=3, seed=0)
+    keep = mask == 0
+    assert torch.equal(out.images[0][:, keep], ((image[0] / 2 + 0.5).clamp(0, 1))[:, keep])
+    raw = editing.inpaint(tiny_pipe, image, mask, "a dog", steps=3, seed=0, overlay=False)
+    assert torch.equal(raw.images[0][:, ~keep], out.images[0][:, ~keep])

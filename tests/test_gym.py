@@ -88,3 +88,17 @@ def test_bad_arguments(tiny_pipe):
         model.sample_p0(0)
     with pytest.raises(ValueError, match="guidance_scale must be >= 0"):
         gym.StableDiffusionBaseModel(tiny_pipe, guidance_scale=-2)
+
+
+def test_reward_guided_sampling_raises_the_reward(tiny_pipe):
+    env = gym.make(
+        "images/stable_diffusion",
+        "images/redness",
+        discretization_steps=4,
+        base_model_kwargs=dict(pipe=tiny_pipe),
+    )
+    plain = env.sample(4, generator=torch.Generator().manual_seed(0))
+    guided = gym.reward_guided_sample(env, 4, scale=2.0, generator=torch.Generator().manual_seed(0))
+    assert guided.rewards.mean() > plain.rewards.mean()
+    same = gym.reward_guided_sample(env, 4, scale=0.0, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(same.images, plain.images, atol=1e-5)  # scale 0 is plain sampling
