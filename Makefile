@@ -10,7 +10,7 @@ NB := $(sort $(wildcard notebooks/*.ipynb))
 NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=600
 export PYTHONHASHSEED := 0
 
-.PHONY: help setup lab test unit notebooks lint format execute slides train-mini bench bench-mini clean
+.PHONY: help setup lab my-notebooks test unit notebooks lint format execute slides train-mini bench bench-mini clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -24,11 +24,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "SD course (course_utils)"
 	touch $(STAMP)
 
-lab: setup ## copy the notebooks you don't have yet into my_notebooks/, start JupyterLab there
-	@mkdir -p $(MY)
-	@for nb in $(NB); do [ -e $(MY)/$$(basename $$nb) ] || cp $$nb $(MY)/; done
-	@echo "Your working copies are in $(MY)/ (never overwritten: delete one to get the course's version back)."
+lab: setup my-notebooks ## copy the notebooks you don't have yet into my_notebooks/, start JupyterLab there
 	$(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=$(MY) $(LAB_ARGS)
+
+my-notebooks: ## copy course notebooks you don't have yet into my_notebooks/ (never overwrites)
+	@mkdir -p $(MY)
+	@for nb in $(NB); do [ -e "$(MY)/$$(basename $$nb)" ] || cp "$$nb" "$(MY)/"; done
+	@echo "Your working copies are in $(MY)/ (never overwritten: delete one to get the course's version back)."
 
 test: setup lint ## unit tests + every notebook executed by nbval
 	$(PY) -m pytest tests notebooks $(NBVAL) -q
