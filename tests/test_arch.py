@@ -1,0 +1,64 @@
+"""The "sd15" architecture is Stable Diffusion 1.5's, checked without a download or a GPU:
+built on the meta device (no memory), its parameter counts equal SD 1.5's published ones."""
+
+import torch
+from transformers import CLIPTextModel
+
+from course_utils.device import default_dtype
+from course_utils.mini import arch as A
+
+
+def test_sd15_configs_have_sd15_sizes():
+    with torch.device("meta"):
+        unet, vae, text = (
+            A.build_unet("sd15"),
+            A.build_vae("sd15"),
+            CLIPTextModel(A.text_config("sd15")),
+        )
+    count = lambda m: sum(p.numel() for p in m.parameters())
+    # sd-legacy/stable-diffusion-v1-5: unet 859,520,964; vae 83,653,863; CLIP ViT-L/14 text 123,060,480
+    assert (count(unet), count(vae), count(text)) == (859_520_964, 83_653_863, 123_060_480)
+    assert (
+        unet.config.sample_size == 64 and unet.config.cross_attention_dim == 768
+    )  # 4x64x64 latents
+    assert 2 ** (len(vae.config.block_out_channels) - 1) == 8 and vae.config.sample_size == 512
+
+
+def test_mini_is_the_same_family_smaller():
+    mini, sd15 = A.ARCHS["mini"], A.ARCHS["sd15"]
+    assert len(mini["vae"]["block_out_channels"]) == len(
+        sd15["vae"]["block_out_channels"]
+    )  # x8 down
+    assert mini["image_size"] // 8 == 8
+
+
+def test_dtype_on_cuda_is_fp16_without_a_gpu():
+    assert default_dtype("cuda:0") == torch.float16 and default_dtype("mps") == torch.float32
+
+
+def test_gpu_bench_runs_on_the_cpu_path(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "gpu_bench.py"
+    spec = importlib.util.spec_from_file_location("gpu_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main(
+        [
+            "--arch",
+            "tiny",
+            "--device",
+            "cpu",
+            "--steps",
+            "2",
+            "--repeats",
+            "1",
+            "--dtypes",
+            "fp32",
+            "--compile",
+            "no",
+        ]
+    )
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| fp32")][0]
+    assert row.split("|")[-2].strip() == "0.0e+00"  # hand loop == pipeline
