@@ -80,6 +80,14 @@ class StepOut(NamedTuple):
     prev: torch.Tensor  # x_{t-1}
     x0_pred: torch.Tensor  # x^_0, useful for previews and rewards
 
+    @property
+    def prev_sample(self) -> torch.Tensor:  # diffusers' name
+        return self.prev
+
+    @property
+    def pred_original_sample(self) -> torch.Tensor:  # diffusers' name
+        return self.x0_pred
+
 
 def ddpm_step(
     eps: torch.Tensor,

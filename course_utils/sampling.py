@@ -119,8 +119,19 @@ def initial_latents(
 
 @torch.no_grad()
 def decode_latents(pipe, latents: torch.Tensor) -> torch.Tensor:
-    """x = D(z / scaling_factor), mapped from [-1, 1] to [0, 1]; float32 on the CPU."""
-    image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+    """x = D(z / scaling_factor), mapped from [-1, 1] to [0, 1]; float32 on the CPU.
+
+    In fp16 the VAE decoder can overflow to inf/NaN (a black image). Then we decode once more
+    with the VAE upcast to float32 — otherwise the result is exactly the pipeline's."""
+    vae = pipe.vae
+    image = vae.decode(latents / vae.config.scaling_factor).sample
+    if vae.dtype in (torch.float16, torch.bfloat16) and not torch.isfinite(image).all():
+        dtype = vae.dtype
+        try:
+            vae.to(torch.float32)
+            image = vae.decode(latents.float() / vae.config.scaling_factor).sample
+        finally:
+            vae.to(dtype)
     return (image / 2 + 0.5).clamp(0, 1).float().cpu()
 
 

@@ -106,3 +106,28 @@ def test_bad_input_is_a_clear_error(tiny_pipe, kwargs, error, match):
     args = dict(prompt="a cat", steps=2) | kwargs
     with pytest.raises(error, match=match):
         generate(tiny_pipe, args.pop("prompt"), **args)
+
+
+def test_half_precision_vae_overflow_is_decoded_in_float32(tiny_pipe, monkeypatch):
+    """An fp16 decoder that overflows (as SD's can on a GPU) gives NaN; decode_latents retries in fp32."""
+    from course_utils.sampling import decode_latents
+
+    vae = tiny_pipe.vae
+    real_decode = vae.decode
+
+    def overflowing_decode(z, *a, **kw):
+        out = real_decode(z.to(vae.dtype), *a, **kw)
+        if vae.dtype == torch.float16:
+            out.sample = torch.full_like(out.sample, float("nan"))
+        return out
+
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    expected = decode_latents(tiny_pipe, latents)
+    monkeypatch.setattr(vae, "decode", overflowing_decode)
+    vae.to(torch.float16)
+    try:
+        images = decode_latents(tiny_pipe, latents.half())
+    finally:
+        vae.to(torch.float32)
+    assert torch.isfinite(images).all() and vae.dtype == torch.float32
+    assert (images - expected).abs().max() < 1e-2  # fp16 latents in, fp32 decode
