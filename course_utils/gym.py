@@ -214,15 +214,40 @@ class Environment:
         self.base_model, self.reward = base_model, reward
         self.steps, self.reward_scale = discretization_steps, reward_scale
 
-    def velocity(self, x: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
-        """u(x, t) from the base model's epsilon (flow.epsilon_to_velocity)."""
+    def velocity(
+        self, x: torch.Tensor, t: torch.Tensor, reward_guidance: float = 0.0, **cond
+    ) -> torch.Tensor:
+        """u(x, t) from the base model's epsilon (flow.epsilon_to_velocity), plus, if
+        `reward_guidance` > 0, that many normalised reward gradients (see reward_direction)."""
         eps = self.base_model(x, t, **cond)
-        return flow.epsilon_to_velocity(x, eps, t, self.base_model.scheduler)
+        u = flow.epsilon_to_velocity(x, eps, t, self.base_model.scheduler)
+        if reward_guidance:
+            u = u + reward_guidance * self.reward_direction(x, eps, t)
+        return u
+
+    def reward_direction(self, x: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """grad r(postprocess(x1_pred)) w.r.t. x1_pred = (x - beta_t eps) / alpha_t, divided by its
+        standard deviation per sample (so a guidance scale is in units of the latent's spread)."""
+        sch = self.base_model.scheduler
+        with torch.enable_grad():
+            x1_pred = (
+                ((x - sch.beta(t).to(x) * eps) / sch.alpha(t).to(x)).detach().requires_grad_(True)
+            )
+            (grad,) = torch.autograd.grad(
+                self.reward(self.base_model.postprocess(x1_pred))[0].sum(), x1_pred
+            )
+        return grad / grad.flatten(1).std(dim=1).clamp_min(1e-12).view(-1, *[1] * (x.ndim - 1))
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, **kw) -> Sample:
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, reward_guidance: float = 0.0, **kw
+    ) -> Sample:
+        """n samples: Euler on the flow from t = 0 to 1, decoded and scored. `reward_guidance` > 0
+        adds the reward's gradient to every step (notebook 06, 6.7)."""
         x0, cond = self.base_model.sample_p0(n, generator=generator, **kw)
-        x1, traj = flow.euler_sample(lambda x, t: self.velocity(x, t, **cond), x0, self.steps)
+        x1, traj = flow.euler_sample(
+            lambda x, t: self.velocity(x, t, reward_guidance, **cond), x0, self.steps
+        )
         images = self.base_model.postprocess(x1).float().cpu()
         r, valid = self.reward(images)
         return Sample(images, x1, torch.stack(traj), self.reward_scale * r, valid)
@@ -258,26 +283,7 @@ def make(
 def reward_guided_sample(
     env: Environment, n: int, scale: float = 1.0, generator: torch.Generator | None = None, **kw
 ) -> Sample:
-    """Euler on the flow plus the reward's gradient at the predicted clean latent:
-        x1_pred = (x - beta_t eps) / alpha_t,   grad = d r(postprocess(x1_pred)) / d x1_pred,
-        x <- x + dt (u(x, t) + scale * grad / std(grad)),
-    the gradient normalised per sample so `scale` is in units of the latent's spread. Too large a
-    scale over-optimises: the reward rises while the prompt is forgotten (notebook 06)."""
-    base, sch = env.base_model, env.base_model.scheduler
-    x, cond = base.sample_p0(n, generator=generator, **kw)
-    ts = torch.linspace(0, 1, env.steps + 1)
-    traj = [x]
-    for i in range(env.steps):
-        t, dt = ts[i], (ts[i + 1] - ts[i]).item()
-        with torch.no_grad():
-            eps = base(x, t, **cond)
-        x1_pred = ((x - sch.beta(t).to(x) * eps) / sch.alpha(t).to(x)).detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(env.reward(base.postprocess(x1_pred))[0].sum(), x1_pred)
-        grad = grad / grad.flatten(1).std(dim=1).clamp_min(1e-12).view(-1, *[1] * (x.ndim - 1))
-        with torch.no_grad():
-            x = x + dt * (flow.epsilon_to_velocity(x, eps, t, sch) + scale * grad)
-        traj.append(x)
-    with torch.no_grad():
-        images = base.postprocess(x).float().cpu()
-    r, valid = env.reward(images)
-    return Sample(images, x, torch.stack(traj), env.reward_scale * r, valid)
+    """Reward-gradient guidance: Euler on the flow plus the reward's gradient at the predicted
+    clean latent, x <- x + dt (u(x, t) + scale * grad / std(grad)). Too large a scale
+    over-optimises: the reward rises while the prompt is forgotten (notebook 06)."""
+    return env.sample(n, generator=generator, reward_guidance=scale, **kw)
