@@ -124,9 +124,10 @@ def load_pipeline(
     folder = model_folder(name)
     device = get_device(device)
     dtype = dtype or default_dtype(device)
-    variant = None
-    if dtype == torch.float16 and any(folder.glob("unet/*.fp16.safetensors")):
-        variant = "fp16"
+    # `hf download ... "*fp16.safetensors"` fetches only the fp16 files: use them whatever the dtype
+    has_fp16 = any(folder.glob("unet/*.fp16.safetensors"))
+    has_full = any(".fp16." not in p.name for p in folder.glob("unet/*.safetensors"))
+    variant = "fp16" if has_fp16 and (dtype == torch.float16 or not has_full) else None
     from transformers.utils import logging as tlogging
 
     dlogging.disable_progress_bar()

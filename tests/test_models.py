@@ -87,3 +87,13 @@ def test_course_model_env_replaces_auto(monkeypatch):
     monkeypatch.setenv("COURSE_MODEL", "sd15")
     assert resolve_name("auto") == "sd15"
     assert resolve_name("mini-sd") == "mini-sd"  # an explicit name wins
+
+
+def test_fp16_only_download_loads_in_fp32_on_cpu(tmp_path):
+    """`hf download ... "*fp16.safetensors"` leaves only fp16 variant files; they still load."""
+    from course_utils.mini.arch import build_random_pipeline
+
+    build_random_pipeline("tiny").save_pretrained(tmp_path, safe_serialization=True, variant="fp16")
+    assert not [p for p in (tmp_path / "unet").glob("*.safetensors") if ".fp16." not in p.name]
+    pipe = load_pipeline(str(tmp_path), device="cpu")
+    assert pipe.unet.dtype == torch.float32
