@@ -37,3 +37,14 @@ def test_no_torchvision():
 def test_top_level_layout():
     for name in ("notebooks", "course_utils", "tests", "environment.yml", "README.md", "Makefile"):
         assert (ROOT / name).exists(), name
+
+
+def test_readme_notebook_map_matches_notebooks():
+    readme = (ROOT / "README.md").read_text()
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        assert f"`{nb.stem}`" in readme, f"{nb.name} is missing from the README's notebook map"
+
+
+def test_no_pickled_weights_anywhere():
+    tracked = [p for p in ROOT.rglob("*") if ".venv" not in p.parts and ".git" not in p.parts]
+    assert not [p for p in tracked if p.suffix in (".bin", ".ckpt", ".pt", ".pth", ".pkl")]
