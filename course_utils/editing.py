@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from course_utils.images import encode
 from course_utils.sampling import (
     Generation,
     _as_prompt_list,
@@ -50,11 +51,9 @@ def _image_latents(pipe, image: torch.Tensor, generator: torch.Generator) -> tor
         raise ValueError(
             f"image sides must be multiples of {pipe.vae_scale_factor}, got {tuple(image.shape[-2:])}"
         )
-    dist = pipe.vae.encode(image.to(pipe.device, pipe.vae.dtype)).latent_dist
-    z = dist.mean + dist.std * torch.randn(
-        dist.mean.shape, generator=generator, device=generator.device
-    ).to(dist.mean)
-    return z * pipe.vae.config.scaling_factor
+    return encode(
+        pipe.vae, image, sample=True, generator=generator
+    )  # a posterior sample, as diffusers
 
 
 @torch.no_grad()
@@ -157,9 +156,8 @@ def inpaint(
         on_step=blend,
     )
     images = decode_latents(pipe, latents)
-    if (
-        overlay
-    ):  # the decoder's GroupNorm/attention see the whole latent: paste the known pixels back
+    # the decoder's GroupNorm/attention see the whole latent: paste the known pixels back
+    if overlay:
         m_px = torch.as_tensor(mask, dtype=torch.float32).reshape(-1, 1, *images.shape[-2:])
         images = m_px * images + (1 - m_px) * (image.float().cpu() / 2 + 0.5).clamp(0, 1)
     return Generation(images, latents, None, None)
@@ -176,8 +174,8 @@ def prompt_switch(
     guidance_scale: float = 7.5,
     seed: int = 0,
 ) -> Generation:
-    """Follow prompt_a for the first `switch_at` fraction of the steps, then prompt_b: the layout
-    is decided early, so the picture keeps a's composition with b's details."""
+    """Follow prompt_a for the first `switch_at` fraction of the steps, then prompt_b. At 0 this
+    is prompt_b's picture, at 1 prompt_a's; in between the two compete (notebook 07)."""
     if not 0 <= switch_at <= 1:
         raise ValueError(f"switch_at must be in [0, 1], got {switch_at}")
     check_generate_args(pipe, steps, guidance_scale, None, None)
