@@ -1,8 +1,11 @@
-"""The mini CLIP (text + vision towers) kept beside mini-sd, for the similarity demos of 02.
+"""A whole CLIP (text + vision towers) beside the pipeline, for the similarity demos of 02.
 
 mini-sd's folder holds the vision tower and the projections in `clip/`; the text tower *is* the
-pipeline's `text_encoder/` (stored once). CLIP's score of an image-caption pair is the cosine
-of their projected embeddings, times a learned temperature (Radford et al. 2021, Fig. 3).
+pipeline's `text_encoder/` (stored once). SD 1.5's folder has no vision tower: its text encoder
+is OpenAI's CLIP ViT-L/14 text tower, so `load_clip(pipe)` takes the whole of that model
+("openai/clip-vit-large-patch14") from the local Hugging Face cache when it is there.
+CLIP's score of an image-caption pair is the cosine of their projected embeddings, times a
+learned temperature (Radford et al. 2021, Fig. 3).
 """
 
 from __future__ import annotations
@@ -12,6 +15,11 @@ from pathlib import Path
 import torch
 
 from course_utils import MINI_SD_PATH
+
+OPENAI_CLIP = "openai/clip-vit-large-patch14"  # SD 1.5's text encoder is this model's text tower
+# OpenAI's preprocessing (its preprocessor_config.json): 224 px, bicubic, these mean and std
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def load_mini_clip(path: str | Path = MINI_SD_PATH):
@@ -32,12 +40,37 @@ def load_mini_clip(path: str | Path = MINI_SD_PATH):
     finally:
         tlogging.enable_progress_bar()
     model.text_model.load_state_dict(text.state_dict())
+    model.is_mini_clip = True  # trained on [-1, 1] pixels (images_to_clip_input)
     return model.eval()
 
 
-def images_to_clip_input(images: torch.Tensor) -> torch.Tensor:
-    """(B, 3, 64, 64) in [0, 1] -> the mini CLIP's input range [-1, 1] (it was trained on that)."""
-    return images * 2 - 1
+def load_clip(pipe):
+    """The CLIP that goes with `pipe`'s text encoder: mini-sd's own, or OpenAI's ViT-L/14 from
+    the local cache (SD 1.5), or None when neither is on this machine (the caller says so)."""
+    from course_utils.models import cached_snapshot, is_mini_sd
+
+    if is_mini_sd(pipe):
+        return load_mini_clip()
+    folder = cached_snapshot(OPENAI_CLIP, "config.json")
+    if folder is None or not any(folder.glob("*.safetensors")):
+        return None
+    from transformers import CLIPModel
+
+    return CLIPModel.from_pretrained(folder, use_safetensors=True).eval()
+
+
+def images_to_clip_input(clip, images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] -> what `clip`'s vision tower was trained on: the mini CLIP takes
+    [-1, 1] at its own size; OpenAI's CLIP takes a bicubic resize to its image size, normalised
+    by OPENAI_MEAN / OPENAI_STD."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be a (B, 3, H, W) tensor in [0, 1], got {images!r:.80}")
+    if getattr(clip, "is_mini_clip", False):
+        return images * 2 - 1
+    size = clip.config.vision_config.image_size
+    x = torch.nn.functional.interpolate(images, size=(size, size), mode="bicubic").clamp(0, 1)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (OPENAI_MEAN, OPENAI_STD))
+    return (x - mean) / std
 
 
 @torch.no_grad()
@@ -46,12 +79,13 @@ def similarity(clip, tokenizer, images: torch.Tensor, texts: list[str]) -> torch
     ids = tokenizer(
         texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
     ).input_ids
-    img = clip.get_image_features(pixel_values=images_to_clip_input(images))
-    txt = clip.get_text_features(input_ids=ids)
+    pixels = images_to_clip_input(clip, images).to(clip.device, clip.dtype)
+    img = clip.get_image_features(pixel_values=pixels)
+    txt = clip.get_text_features(input_ids=ids.to(clip.device))
     img = getattr(img, "pooler_output", img)  # transformers 5: an output whose pooler is projected
     txt = getattr(txt, "pooler_output", txt)
     img, txt = img / img.norm(dim=-1, keepdim=True), txt / txt.norm(dim=-1, keepdim=True)
-    return img @ txt.T
+    return (img @ txt.T).float().cpu()
 
 
 def zero_shot(

@@ -130,5 +130,5 @@ def training_loss(
     loss = || eps - eps_model(sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps, t) ||^2  (Eq. 14).
     `eps_model(x_t, t)` takes (B, ...) and (B,) long; returns the loss averaged over the batch."""
     t = torch.randint(0, len(alphas_cumprod), (x0.shape[0],), generator=generator).to(x0.device)
-    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+    noise = torch.randn(x0.shape, generator=generator).to(x0)  # x0's device and dtype
     return F.mse_loss(eps_model(add_noise(x0, noise, t, alphas_cumprod), t), noise)

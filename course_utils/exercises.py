@@ -35,7 +35,7 @@ def check_first_merge(word: str, answer: tuple[str, str]) -> bool:
 
 def check_truncated_words(prompt: str, answer: int) -> bool:
     """Ex 1.3: how many BPE tokens of `prompt` does SD's 77-token limit drop?"""
-    n = len(_clip_tokenizer()(prompt).input_ids)
+    n = len(_clip_tokenizer()(prompt, verbose=False).input_ids)  # counting, on purpose untruncated
     return exercise("tokens dropped", answer, max(0, n - 77))
 
 

@@ -126,12 +126,16 @@ def decode_latents(pipe, latents: torch.Tensor) -> torch.Tensor:
     vae = pipe.vae
     image = vae.decode(latents / vae.config.scaling_factor).sample
     if vae.dtype in (torch.float16, torch.bfloat16) and not torch.isfinite(image).all():
-        dtype = vae.dtype
+        from diffusers.utils import logging as dlogging
+
+        dtype, level = vae.dtype, dlogging.get_verbosity()
+        dlogging.set_verbosity_error()  # casting with .to() is what we mean here
         try:
             vae.to(torch.float32)
             image = vae.decode(latents.float() / vae.config.scaling_factor).sample
         finally:
             vae.to(dtype)
+            dlogging.set_verbosity(level)
     return (image / 2 + 0.5).clamp(0, 1).float().cpu()
 
 

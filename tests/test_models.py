@@ -1,8 +1,8 @@
-import shutil
 import time
 
 import pytest
 import torch
+from conftest import fake_hf_cache
 from diffusers import StableDiffusionPipeline
 
 from course_utils.models import (
@@ -13,15 +13,7 @@ from course_utils.models import (
     resolve_name,
 )
 
-
-def fake_hf_cache(home, pipe_dir, repo_id="sd-legacy/stable-diffusion-v1-5"):
-    """Lay a pipeline out exactly as `hf download` would: models--org--name/snapshots/<sha>."""
-    repo = home / "hub" / ("models--" + repo_id.replace("/", "--"))
-    sha = "0123456789abcdef0123456789abcdef01234567"
-    shutil.copytree(pipe_dir, repo / "snapshots" / sha)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(sha)
-    return repo / "snapshots" / sha
+SD15 = "sd-legacy/stable-diffusion-v1-5"
 
 
 def test_load_from_folder_is_a_real_pipeline(tiny_pipe):
@@ -31,7 +23,7 @@ def test_load_from_folder_is_a_real_pipeline(tiny_pipe):
 
 
 def test_sd15_loads_offline_from_the_hf_cache(tmp_path, tiny_pipe_dir, monkeypatch):
-    snap = fake_hf_cache(tmp_path, tiny_pipe_dir)
+    snap = fake_hf_cache(tmp_path, tiny_pipe_dir, SD15)
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
@@ -78,7 +70,7 @@ def test_name_type_checked():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="auto picks sd15 on a GPU with weights")
 def test_auto_is_mini_sd_without_gpu(monkeypatch, tmp_path, tiny_pipe_dir):
     monkeypatch.delenv("COURSE_MODEL", raising=False)
-    fake_hf_cache(tmp_path, tiny_pipe_dir)
+    fake_hf_cache(tmp_path, tiny_pipe_dir, SD15)
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # weights present, but no GPU
     assert resolve_name("auto") == "mini-sd"
 

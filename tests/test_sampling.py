@@ -131,3 +131,23 @@ def test_half_precision_vae_overflow_is_decoded_in_float32(tiny_pipe, monkeypatc
         vae.to(torch.float32)
     assert torch.isfinite(images).all() and vae.dtype == torch.float32
     assert (images - expected).abs().max() < 1e-2  # fp16 latents in, fp32 decode
+
+
+def test_a_real_fp16_overflow_is_decoded_in_float32(tiny_pipe):
+    """No mock: latents of magnitude 1e4 overflow float16's range (max 65504) inside the decoder,
+    as SD 1.5's fp16 VAE can on a GPU; decode_latents sees the inf/NaN and decodes in float32."""
+    from course_utils.sampling import decode_latents
+
+    vae = tiny_pipe.vae
+    latents = 1e4 * torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    expected = decode_latents(tiny_pipe, latents)  # float32 all the way
+    vae.to(torch.float16)
+    try:
+        raw = vae.decode(latents.half() / vae.config.scaling_factor).sample
+        assert not torch.isfinite(raw).all()  # the overflow is real
+        images = decode_latents(tiny_pipe, latents.half())
+        assert vae.dtype == torch.float16  # the fallback gives the VAE back in its dtype
+    finally:
+        vae.to(torch.float32)
+    assert torch.isfinite(images).all()
+    assert (images - expected).abs().max() < 1e-2  # fp16-rounded latents, fp32 decode

@@ -102,7 +102,7 @@ def render(spec: Spec, size: int = SIZE, supersample: int = 4) -> np.ndarray:
         draw.rectangle([cx - q, cy - q, cx + q, cy + q], fill=fill)
     else:  # an upright triangle
         draw.polygon([(cx, cy - r), (cx - r, cy + r * 0.8), (cx + r, cy + r * 0.8)], fill=fill)
-    return np.asarray(img.resize((size, size), Image.Resampling.BOX))
+    return np.array(img.resize((size, size), Image.Resampling.BOX))  # writable, for torch
 
 
 def caption(spec: Spec, rng: random.Random | None = None, template: str | None = None) -> str:
