@@ -57,13 +57,13 @@ slides: setup ## render every notebook to a reveal.js deck in build/slides/
 	$(PY) scripts/make_slides.py $(NB) --out build/slides
 
 train-mini: setup ## train the embedded mini-sd (fixed seed, resumable per stage)
-	$(PY) -m course_utils.mini.train --out course_utils/mini_sd --work runs/mini
+	PYTHONPATH=scripts $(PY) -m mini_sd.train --out course_utils/mini_sd --work runs/mini
 
 bench-mini: setup ## quality and speed table of mini-sd
-	$(PY) -m course_utils.mini.bench
+	PYTHONPATH=scripts $(PY) -m mini_sd.bench --json course_utils/mini_sd/bench.json --card course_utils/mini_sd
 
 bench: setup ## hand-written loop vs pipeline, rewards, and the mini-sd rows
-	$(PY) scripts/bench.py
+	PYTHONPATH=scripts $(PY) scripts/bench.py
 
 clean: ## remove build outputs and caches (never my_notebooks/ nor .venv)
 	rm -rf build .pytest_cache .ruff_cache

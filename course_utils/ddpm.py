@@ -64,13 +64,21 @@ class Posterior(NamedTuple):
     variance: torch.Tensor  # beta~_t
 
 
-def posterior(x0: torch.Tensor, xt: torch.Tensor, t, alphas_cumprod: torch.Tensor) -> Posterior:
+def posterior(
+    x0: torch.Tensor, xt: torch.Tensor, t, alphas_cumprod: torch.Tensor, prev_t: int | None = None
+) -> Posterior:
     """q(x_{t-1} | x_t, x_0) = N(mu~_t, beta~_t I)  (Ho et al. Eqs. 6-7), with alpha_bar_{-1} := 1:
     mu~_t   = sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t) x_0
             + sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) x_t
-    beta~_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t,  beta_t = 1 - alpha_bar_t / alpha_bar_{t-1}."""
-    ab_prev_all = torch.cat([torch.ones(1, dtype=alphas_cumprod.dtype), alphas_cumprod[:-1]])
-    ab, ab_prev = _at(alphas_cumprod, t, xt), _at(ab_prev_all, t, xt)
+    beta~_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t,  beta_t = 1 - alpha_bar_t / alpha_bar_{t-1}.
+    `prev_t` (an int) replaces t - 1 when a sampler with fewer steps jumps from t to prev_t: the
+    same formulas with alpha_bar_{prev_t} in place of alpha_bar_{t-1}."""
+    if prev_t is None:
+        ab_prev_all = torch.cat([torch.ones(1, dtype=alphas_cumprod.dtype), alphas_cumprod[:-1]])
+        ab_prev = _at(ab_prev_all, t, xt)
+    else:
+        ab_prev = _at(alphas_cumprod, prev_t, xt) if prev_t >= 0 else xt.new_ones(())
+    ab = _at(alphas_cumprod, t, xt)
     beta = 1 - ab / ab_prev
     mean = ab_prev**0.5 * beta / (1 - ab) * x0 + (1 - beta) ** 0.5 * (1 - ab_prev) / (1 - ab) * xt
     return Posterior(mean, (1 - ab_prev) / (1 - ab) * beta)
@@ -105,18 +113,15 @@ def ddpm_step(
         2. x_{t-1} = mu~_t(x_t, x^_0) + sigma_t z,  z ~ N(0, I), no noise at t = 0   (Eq. 7)
     `prev_t` defaults to t - 1 (all 1000 steps); a scheduler with fewer steps jumps further.
     z is drawn with `generator` on eps's device and dtype, exactly as diffusers draws it."""
-    ab = alphas_cumprod[t]
-    prev_t = t - 1 if prev_t is None else prev_t
-    ab_prev = alphas_cumprod[prev_t] if prev_t >= 0 else torch.tensor(1.0)
-    alpha, beta = ab / ab_prev, 1 - ab / ab_prev
-    x0_pred = (xt - (1 - ab) ** 0.5 * eps) / ab**0.5
+    ab = _at(alphas_cumprod, t, xt)
+    x0_pred = (xt - (1 - ab) ** 0.5 * eps) / ab**0.5  # 1. Eq. 15
     if clip_sample is not None:
         x0_pred = x0_pred.clamp(-clip_sample, clip_sample)
-    mean = (ab_prev**0.5 * beta / (1 - ab)) * x0_pred + (alpha**0.5 * (1 - ab_prev) / (1 - ab)) * xt
+    prev_t = t - 1 if prev_t is None else prev_t
+    mean, variance = posterior(x0_pred, xt, t, alphas_cumprod, prev_t)  # 2. Eq. 7
     if t > 0:
-        variance = torch.clamp((1 - ab_prev) / (1 - ab) * beta, min=1e-20)
         z = torch.randn(eps.shape, generator=generator, device=eps.device, dtype=eps.dtype)
-        mean = mean + variance**0.5 * z
+        mean = mean + torch.clamp(variance, min=1e-20) ** 0.5 * z
     return StepOut(mean, x0_pred)
 
 

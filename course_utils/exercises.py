@@ -6,21 +6,13 @@ from __future__ import annotations
 import torch
 
 from course_utils.check import exercise
+from course_utils.tokenization import clip_tokenizer
 
-
-def _clip_tokenizer():
-    from transformers import CLIPTokenizer
-
-    from course_utils.tokenization import TOKENIZER_DIR
-
-    return CLIPTokenizer(
-        str(TOKENIZER_DIR / "vocab.json"), str(TOKENIZER_DIR / "merges.txt"), model_max_length=77
-    )
 
 
 def check_token_count(prompt: str, answer: int) -> bool:
     """Ex 1.1: how many ids (start and end token included) does CLIP give `prompt`?"""
-    return exercise("token count", answer, len(_clip_tokenizer()(prompt).input_ids))
+    return exercise("token count", answer, len(clip_tokenizer()(prompt).input_ids))
 
 
 def check_first_merge(word: str, answer: tuple[str, str]) -> bool:
@@ -35,7 +27,7 @@ def check_first_merge(word: str, answer: tuple[str, str]) -> bool:
 
 def check_truncated_words(prompt: str, answer: int) -> bool:
     """Ex 1.3: how many BPE tokens of `prompt` does SD's 77-token limit drop?"""
-    n = len(_clip_tokenizer()(prompt, verbose=False).input_ids)  # counting, on purpose untruncated
+    n = len(clip_tokenizer()(prompt, verbose=False).input_ids)  # counting, on purpose untruncated
     return exercise("tokens dropped", answer, max(0, n - 77))
 
 

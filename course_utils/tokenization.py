@@ -97,6 +97,19 @@ class TokenTrace(NamedTuple):
     n_truncated: int  # how many BPE tokens the truncation dropped
 
 
+def clip_tokenizer(path: str | Path = TOKENIZER_DIR):
+    """transformers' `CLIPTokenizer` from a folder's vocab.json and merges.txt (default: the
+    course's copy of CLIP's BPE files). Built from files it needs `model_max_length=77` said
+    explicitly; `from_pretrained` would read it from tokenizer_config.json. The reference that
+    `SimpleCLIPTokenizer` is checked against (01, tests/test_tokenization.py)."""
+    from transformers import CLIPTokenizer
+
+    path = Path(path)
+    return CLIPTokenizer(
+        str(path / "vocab.json"), str(path / "merges.txt"), model_max_length=MAX_LENGTH
+    )
+
+
 def _check_text(text) -> str:
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}: {text!r:.60}")

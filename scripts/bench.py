@@ -3,7 +3,7 @@
 hand-written loop vs StableDiffusionPipeline: max |pixel diff| and time ratio (goal <= 1e-4, <= 1.05)
 seconds per image, 20 steps (mini-sd, this machine)
 "images/redness" reward: plain sampling vs best-of-4 vs reward-gradient guidance (16 samples)
-then the mini-sd quality rows (course_utils.mini.bench)
+then the mini-sd quality rows (scripts/mini_sd/bench.py)
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import time
 import torch
 
 from course_utils import gym
-from course_utils.mini import bench as mini_bench
 from course_utils.models import load_pipeline
 from course_utils.sampling import generate
+from mini_sd import bench as mini_bench
+from mini_sd.card import table
 
 
 def loop_vs_pipeline(pipe, steps: int = 20, repeats: int = 7) -> dict:
@@ -77,7 +78,7 @@ def main() -> None:
     print(
         f"| redness reward, reward-gradient guidance, scale 1 (16) | {rw['guided']:+.3f} | > plain |"
     )
-    print("\n".join(mini_bench.table(mini).splitlines()[2:]))
+    print("\n".join(table(mini).splitlines()[2:]))
     print(f"(torch {torch.__version__}, {torch.get_num_threads()} CPU threads)")
 
 

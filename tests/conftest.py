@@ -30,11 +30,9 @@ def tiny_pipe(tiny_pipe_dir):
 
 @pytest.fixture(scope="session")
 def clip_tokenizer():
-    from transformers import CLIPTokenizer
+    from course_utils.tokenization import clip_tokenizer
 
-    return CLIPTokenizer(
-        str(TOKENIZER_DIR / "vocab.json"), str(TOKENIZER_DIR / "merges.txt"), model_max_length=77
-    )
+    return clip_tokenizer()
 
 
 def save_like_sd15(pipe, path):

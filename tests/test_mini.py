@@ -6,7 +6,7 @@ import torch
 
 from course_utils import MINI_SD_PATH
 from course_utils.mini import data as D
-from course_utils.mini.train import Config, train_clip, train_vae
+from mini_sd.train import Config, train_clip, train_vae
 
 needs_model = pytest.mark.skipif(
     not (MINI_SD_PATH / "model_index.json").exists(), reason="mini-sd not trained"
@@ -121,3 +121,61 @@ def test_mini_sd_files_are_safetensors_and_small():
     files = [p for p in MINI_SD_PATH.rglob("*") if p.is_file()]
     assert not [p for p in files if p.suffix in (".bin", ".pt", ".pkl", ".ckpt")]
     assert sum(p.stat().st_size for p in files) < 40 * 2**20
+
+
+def test_training_runs_on_two_processes(tmp_path):
+    """Accelerate as intended: `make train-mini` launched on two processes (two CPU processes
+    here, torchrun + gloo; GPUs the same way) draws different batches in each process, and only
+    the main process writes the checkpoints and the one export."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parent.parent
+    out, work = tmp_path / "out", tmp_path / "work"
+    env = os.environ | {"ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(root / "scripts")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(port),
+           str(root / "tests" / "two_process_training.py"), str(out), str(work)]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((work / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert len(ranks[0]["drawn"]) == len(ranks[1]["drawn"]) > 0
+    assert all(a != b for a, b in zip(ranks[0]["drawn"], ranks[1]["drawn"]))  # every batch differs
+    assert ranks[0]["exports"] == [0] and ranks[1]["exports"] == []  # one export, by rank 0
+    assert (out / "model_index.json").is_file() and (out / "unet").is_dir()
+
+
+def test_unet_training_loss_is_the_taught_one():
+    """mini-sd's U-Net stage trains with ddpm.training_loss (notebook 04); over a short run of
+    optimiser steps it equals the loss written with diffusers' DDPMScheduler.add_noise."""
+    import torch.nn.functional as F
+    from diffusers import DDPMScheduler
+
+    from course_utils import ddpm
+    from course_utils.mini.arch import SD_SCHEDULER, build_unet
+
+    torch.manual_seed(0)
+    unet = build_unet("tiny").train()
+    opt = torch.optim.AdamW(unet.parameters(), lr=1e-3)
+    reference = DDPMScheduler.from_config(SD_SCHEDULER)
+    ab = ddpm.alphas_cumprod(ddpm.scaled_linear_betas())
+    text = torch.randn(4, 77, 32)
+    eps_model = lambda xt, t: unet(xt, t, encoder_hidden_states=text).sample
+    for step in range(4):
+        x0 = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(100 + step))
+        ours = ddpm.training_loss(eps_model, x0, ab, generator=torch.Generator().manual_seed(step))
+        g = torch.Generator().manual_seed(step)  # the same draws, in training_loss's order
+        t = torch.randint(0, 1000, (4,), generator=g)
+        noise = torch.randn(x0.shape, generator=g)
+        theirs = F.mse_loss(eps_model(reference.add_noise(x0, noise, t), t), noise)
+        assert abs(ours.item() - theirs.item()) <= 1e-6 * theirs.item(), (step, ours, theirs)
+        opt.zero_grad()
+        ours.backward()
+        opt.step()

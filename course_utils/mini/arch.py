@@ -99,9 +99,9 @@ def build_random_pipeline(
 
     quiet_torchvision_hint()
     from diffusers import PNDMScheduler, StableDiffusionPipeline
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextModel
 
-    from course_utils.tokenization import TOKENIZER_DIR
+    from course_utils.tokenization import TOKENIZER_DIR, clip_tokenizer
 
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}: use one of {', '.join(ARCHS)}")
@@ -111,6 +111,6 @@ def build_random_pipeline(
     vae, unet = build_vae(arch).eval(), build_unet(arch).eval()
     return StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, unet=unet, scheduler=PNDMScheduler.from_config(SD_SCHEDULER),
-        tokenizer=CLIPTokenizer(str(tok / "vocab.json"), str(tok / "merges.txt"), model_max_length=77),
+        tokenizer=clip_tokenizer(tok),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )  # fmt: skip

@@ -10,8 +10,9 @@
          captions for classifier-free guidance, EMA of the weights.
 
 Each stage writes `<work>/<stage>/` and is skipped when that folder is complete (resumable).
-`python -m course_utils.mini.train --out course_utils/mini_sd --work runs/mini` (= make train-mini).
-Written with Accelerate: the same command runs on a GPU or several (`accelerate launch -m ...`).
+`PYTHONPATH=scripts python -m mini_sd.train --out course_utils/mini_sd --work runs/mini`
+(= make train-mini). Written with Accelerate: the same command runs on a GPU or several
+(`PYTHONPATH=scripts accelerate launch -m mini_sd.train ...`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import subprocess
 import time
@@ -30,9 +32,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from course_utils import ddpm
 from course_utils.mini import arch as A
 from course_utils.mini import data as D
-from course_utils.tokenization import TOKENIZER_DIR
+from course_utils.tokenization import clip_tokenizer
 
 
 @dataclass
@@ -74,14 +77,6 @@ def lr_lambda(total: int, warmup: int = 100):
     )
 
 
-def tokenizer():
-    from transformers import CLIPTokenizer
-
-    return CLIPTokenizer(
-        str(TOKENIZER_DIR / "vocab.json"), str(TOKENIZER_DIR / "merges.txt"), model_max_length=77
-    )
-
-
 def to_pixels(images: np.ndarray) -> torch.Tensor:
     """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [-1, 1], the range SD's VAE works in."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -104,16 +99,32 @@ def clip_config(arch: str):
     )
 
 
-def _loop(name, steps, model_params, lr, step_fn, accelerator, wd=0.01):
-    opt = torch.optim.AdamW(model_params, lr=lr, weight_decay=wd)
+def process_seed(cfg: Config, accelerator) -> int:
+    """Each process draws its own batches: the seed is offset by the process index, so two GPUs
+    never train on the same examples (one process: exactly cfg.seed)."""
+    return cfg.seed + 1000 * accelerator.process_index
+
+
+def draw_batch(g: torch.Generator, n: int, batch: int) -> torch.Tensor:
+    """`batch` example indices in [0, n), drawn with replacement from this process's generator."""
+    return torch.randint(n, (batch,), generator=g)
+
+
+def prepare(model, steps: int, lr: float, accelerator, wd: float = 0.01):
+    """Model, AdamW and its warm-up/cosine schedule, prepared *together* by Accelerate (so on
+    several GPUs the model is wrapped for data parallelism before the optimiser sees it)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(steps))
-    opt, sched = accelerator.prepare(opt, sched)
+    return accelerator.prepare(model, opt, sched)
+
+
+def _loop(name, steps, model, opt, sched, step_fn, accelerator):
     losses = []
     bar = tqdm(range(steps), desc=name, disable=not accelerator.is_main_process, mininterval=2)
     for step in bar:
         loss = step_fn(step)
         accelerator.backward(loss)
-        accelerator.clip_grad_norm_(model_params, 1.0)
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
@@ -127,12 +138,15 @@ def train_clip(cfg: Config, images: np.ndarray, specs: list, accelerator):
     """Stage 1: symmetric InfoNCE between image and caption embeddings (Radford et al. 2021)."""
     from transformers import CLIPModel
 
-    torch.manual_seed(cfg.seed)
-    model = accelerator.prepare(CLIPModel(clip_config(cfg.arch)).train())
-    tok, rng, pixels = tokenizer(), random.Random(cfg.seed), to_pixels(images)
+    torch.manual_seed(cfg.seed)  # the same initial weights in every process
+    model = CLIPModel(clip_config(cfg.arch)).train()
+    model, opt, sched = prepare(model, cfg.clip_steps, cfg.clip_lr, accelerator)
+    seed = process_seed(cfg, accelerator)
+    tok, pixels = clip_tokenizer(), to_pixels(images)
+    rng, g = random.Random(seed), torch.Generator().manual_seed(seed)
 
     def step(_):
-        idx = rng.sample(range(len(specs)), min(cfg.clip_batch, len(specs)))
+        idx = draw_batch(g, len(specs), cfg.clip_batch).tolist()
         caps = [D.caption(specs[i], rng) for i in idx]
         ids = tok(
             caps, padding="max_length", max_length=32, truncation=True, return_tensors="pt"
@@ -144,37 +158,48 @@ def train_clip(cfg: Config, images: np.ndarray, specs: list, accelerator):
         )
         return out.loss
 
-    losses = _loop("clip", cfg.clip_steps, list(model.parameters()), cfg.clip_lr, step, accelerator)
+    losses = _loop("clip", cfg.clip_steps, model, opt, sched, step, accelerator)
     return accelerator.unwrap_model(model).eval(), losses
+
+
+class Reconstruct(torch.nn.Module):
+    """encode -> the posterior's mean or a sample -> decode, in one forward(): data-parallel
+    wrappers (DDP) synchronise gradients only through forward(), never through vae.encode."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor, sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        post = self.vae.encode(x).latent_dist
+        rec = self.vae.decode(post.sample() if sample else post.mean).sample
+        return rec, post.kl().mean()
 
 
 def train_vae(cfg: Config, images: np.ndarray, accelerator):
     """Stage 2: reconstruct 32x32 crops (then whole images) through the 4-channel latent."""
-    torch.manual_seed(cfg.seed)
-    vae = accelerator.prepare(A.build_vae(cfg.arch).train())
-    pixels, g = to_pixels(images), torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the same initial weights in every process
+    model = Reconstruct(A.build_vae(cfg.arch).train())
+    model, opt, sched = prepare(model, cfg.vae_steps, cfg.vae_lr, accelerator, wd=0.0)
+    pixels, g = to_pixels(images), torch.Generator().manual_seed(process_seed(cfg, accelerator))
     warm = (
         cfg.vae_steps // 4
-    )  # decode the posterior mean first: samples of an untrained encoder are noise
+    )  # decode the posterior mean first: an untrained encoder's samples are noise
     full_from = cfg.vae_steps - cfg.vae_full_size_steps
 
     def step(s):
         full = s >= full_from
         n = max(1, cfg.vae_batch // 2) if full else cfg.vae_batch
-        x = pixels[torch.randint(len(pixels), (n,), generator=g)]
+        x = pixels[draw_batch(g, len(pixels), n)]
         if not full:
             y, x0 = torch.randint(0, 33, (2,), generator=g).tolist()
             x = x[:, :, y : y + 32, x0 : x0 + 32]
         x = x.to(accelerator.device)
-        post = vae.encode(x).latent_dist
-        z = post.mean if s < warm else post.sample()
-        rec = vae.decode(z).sample
-        return F.l1_loss(rec, x) + F.mse_loss(rec, x) + 1e-6 * post.kl().mean()
+        rec, kl = model(x, sample=s >= warm)
+        return F.l1_loss(rec, x) + F.mse_loss(rec, x) + 1e-6 * kl
 
-    losses = _loop(
-        "vae", cfg.vae_steps, list(vae.parameters()), cfg.vae_lr, step, accelerator, wd=0.0
-    )
-    vae = accelerator.unwrap_model(vae).eval()
+    losses = _loop("vae", cfg.vae_steps, model, opt, sched, step, accelerator)
+    vae = accelerator.unwrap_model(model).vae.eval()
     with torch.no_grad():
         lat = torch.cat(
             [
@@ -188,12 +213,18 @@ def train_vae(cfg: Config, images: np.ndarray, accelerator):
 
 def train_unet(cfg: Config, images: np.ndarray, specs: list, vae, text_encoder, accelerator):
     """Stage 3: Ho et al. 2020 Algorithm 1 on latents: t ~ U{0..999}, eps ~ N(0, I),
-    x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, minimise ||eps - eps_theta(x_t, t, text)||^2."""
-    from diffusers import DDPMScheduler
+    x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, minimise ||eps - eps_theta(x_t, t, text)||^2
+    — the course's own `ddpm.training_loss` (notebook 04), which equals the loss written with
+    diffusers' `DDPMScheduler.add_noise` (tests/test_mini.py)."""
     from diffusers.training_utils import EMAModel
 
     torch.manual_seed(cfg.seed)
-    sched = DDPMScheduler.from_config(A.SD_SCHEDULER)
+    betas = ddpm.scaled_linear_betas(
+        A.SD_SCHEDULER["beta_start"],
+        A.SD_SCHEDULER["beta_end"],
+        A.SD_SCHEDULER["num_train_timesteps"],
+    )
+    alphas_cumprod = ddpm.alphas_cumprod(betas)
     pixels, dev = to_pixels(images), accelerator.device
     with torch.no_grad():
         g = torch.Generator().manual_seed(cfg.seed)
@@ -206,12 +237,13 @@ def train_unet(cfg: Config, images: np.ndarray, specs: list, vae, text_encoder, 
     latents *= vae.config.scaling_factor
     unet = A.build_unet(cfg.arch).train()
     ema = EMAModel(unet.parameters(), decay=cfg.ema_decay)
-    unet = accelerator.prepare(unet)
+    unet, opt, sched = prepare(unet, cfg.unet_steps, cfg.unet_lr, accelerator)
     text_encoder = text_encoder.to(dev).eval().requires_grad_(False)
-    tok, rng, g = tokenizer(), random.Random(cfg.seed), torch.Generator().manual_seed(cfg.seed + 1)
+    seed = process_seed(cfg, accelerator) + 1
+    tok, rng, g = clip_tokenizer(), random.Random(seed), torch.Generator().manual_seed(seed)
 
     def step(_):
-        idx = torch.randint(len(latents), (cfg.unet_batch,), generator=g)
+        idx = draw_batch(g, len(latents), cfg.unet_batch)
         caps = [
             "" if rng.random() < cfg.empty_caption_p else D.caption(specs[i], rng)
             for i in idx.tolist()
@@ -221,21 +253,15 @@ def train_unet(cfg: Config, images: np.ndarray, specs: list, vae, text_encoder, 
         ).input_ids
         with torch.no_grad():
             text_emb = text_encoder(ids.to(dev)).last_hidden_state
-        x0 = latents[idx].to(dev)
-        eps = torch.randn(x0.shape, generator=g).to(dev)
-        t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=g).to(dev)
-        xt = sched.add_noise(x0, eps, t)
-        loss = F.mse_loss(unet(xt, t, encoder_hidden_states=text_emb).sample, eps)
-        return loss
+        eps_model = lambda xt, t: unet(xt, t, encoder_hidden_states=text_emb).sample
+        return ddpm.training_loss(eps_model, latents[idx].to(dev), alphas_cumprod, generator=g)
 
     def step_with_ema(s):
         if s > 0:
             ema.step(accelerator.unwrap_model(unet).parameters())
         return step(s)
 
-    losses = _loop(
-        "unet", cfg.unet_steps, list(unet.parameters()), cfg.unet_lr, step_with_ema, accelerator
-    )
+    losses = _loop("unet", cfg.unet_steps, unet, opt, sched, step_with_ema, accelerator)
     unet = accelerator.unwrap_model(unet)
     ema.step(unet.parameters())
     ema.copy_to(unet.parameters())
@@ -277,7 +303,7 @@ def export(out: Path, work: Path, cfg: Config) -> None:
     # (judge accuracy collapses at g = 7.5), deterministic DDIM on the same betas does not.
     scheduler = DDIMScheduler.from_config(A.SD_SCHEDULER)
     pipe = StableDiffusionPipeline(
-        vae=AutoencoderKL.from_pretrained(work / "vae"), text_encoder=text_encoder.eval(), tokenizer=tokenizer(),
+        vae=AutoencoderKL.from_pretrained(work / "vae"), text_encoder=text_encoder.eval(), tokenizer=clip_tokenizer(),
         unet=UNet2DConditionModel.from_pretrained(work / "unet"), scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )  # fmt: skip
@@ -301,7 +327,7 @@ def export(out: Path, work: Path, cfg: Config) -> None:
     (out / "train_info.json").write_text(json.dumps(info, indent=1))
     if (work / "curves.png").exists():
         (out / "curves.png").write_bytes((work / "curves.png").read_bytes())
-    from course_utils.mini.card import write_card
+    from mini_sd.card import write_card
 
     write_card(out)
 
@@ -323,29 +349,34 @@ def run(cfg: Config, out: Path, work: Path) -> dict:
 
     def stage(name, fn):
         if (work / name / "config.json").exists():
-            print(f"stage {name}: done already ({work / name}), skipping")
+            accelerator.print(f"stage {name}: done already ({work / name}), skipping")
             return
         t = time.time()
         model, losses = fn()
-        model.save_pretrained(work / name, safe_serialization=True)
-        info["seconds"][name] = round(time.time() - t, 1)
-        info["losses"][name] = losses
-        info_path.write_text(json.dumps(info))
+        accelerator.wait_for_everyone()  # every process has finished the stage
+        if accelerator.is_main_process:  # one process writes; the others wait for the files
+            model.save_pretrained(work / name, safe_serialization=True)
+            info["seconds"][name] = round(time.time() - t, 1)
+            info["losses"][name] = losses
+            info_path.write_text(json.dumps(info))
+        accelerator.wait_for_everyone()
 
     stage("clip", lambda: train_clip(cfg, images, specs, accelerator))
     stage("vae", lambda: train_vae(cfg, np.concatenate([images, photos]), accelerator))
     vae = AutoencoderKL.from_pretrained(work / "vae").to(accelerator.device)
     clip = CLIPModel.from_pretrained(work / "clip")
     stage("unet", lambda: train_unet(cfg, images, specs, vae, clip.text_model, accelerator))
-    try:
-        info["git_commit"] = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True
-        ).stdout.strip()
-    except OSError:
-        info["git_commit"] = "unknown"
-    info_path.write_text(json.dumps(info))
-    save_curves(info["losses"], work / "curves.png")
-    export(out, work, cfg)
+    if accelerator.is_main_process:
+        try:
+            info["git_commit"] = subprocess.run(
+                ["git", "rev-parse", "HEAD"], capture_output=True, text=True
+            ).stdout.strip()
+        except OSError:
+            info["git_commit"] = "unknown"
+        info_path.write_text(json.dumps(info))
+        save_curves(info["losses"], work / "curves.png")
+        export(out, work, cfg)
+    accelerator.wait_for_everyone()
     return info
 
 
@@ -361,7 +392,8 @@ def main(argv=None) -> None:
     out, work = args.pop("out"), args.pop("work")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     info = run(Config(**args), out, work)
-    print(f"mini-sd written to {out}; seconds per stage: {info['seconds']}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"mini-sd written to {out}; seconds per stage: {info['seconds']}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,29 @@ def _size_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
 
 
+ROWS = [
+    ("VAE PSNR, held-out shapes", "vae_psnr_shapes_db", "{:.1f} dB", ">= 28 dB"),
+    (
+        "VAE PSNR, real photos (cat, astronaut, coffee, rocket)",
+        "vae_psnr_photos_db",
+        "{:.1f} dB",
+        "-",
+    ),
+    ("mini-CLIP zero-shot colour accuracy", "clip_zero_shot_color", "{:.0%}", ">= 95%"),
+    ("judge colour accuracy, guidance 1.0", "judge_color_g1.0", "{:.0%}", "-"),
+    ("judge colour accuracy, guidance 7.5", "judge_color_g7.5", "{:.0%}", ">= 90%"),
+    ("judge shape accuracy, guidance 1.0", "judge_shape_g1.0", "{:.0%}", "-"),
+    ("judge shape accuracy, guidance 7.5", "judge_shape_g7.5", "{:.0%}", ">= 60%"),
+    ("seconds per image, 20 steps, CPU", "seconds_per_image_20_steps_cpu", "{:.3f} s", "-"),
+]
+
+
+def table(results: dict) -> str:
+    lines = ["| metric | mini-sd | goal |", "|---|---|---|"]
+    lines += [f"| {name} | {fmt.format(results[key])} | {goal} |" for name, key, fmt, goal in ROWS]
+    return "\n".join(lines)
+
+
 def write_card(folder: Path) -> Path:
     folder = Path(folder)
     info = (
@@ -23,7 +46,7 @@ def write_card(folder: Path) -> Path:
         "",
         "Same classes and folder layout as Stable Diffusion 1.5 (`StableDiffusionPipeline.from_pretrained(this folder)`),",
         "64x64 images, 4x8x8 latents, CLIP's real 49,408-token BPE vocabulary. Trained from scratch by",
-        "`make train-mini` (`course_utils/mini/train.py`) on procedurally drawn, captioned coloured shapes",
+        "`make train-mini` (`scripts/mini_sd/train.py`) on procedurally drawn, captioned coloured shapes",
         "plus crops of the four photos shipped in scikit-image. No safety checker; weights in safetensors.",
         "",
         "| part | class | parameters |",
@@ -49,8 +72,6 @@ def write_card(folder: Path) -> Path:
         "",
     ]
     if (folder / "bench.json").exists():
-        from course_utils.mini.bench import table
-
         lines += [
             "## Measured quality (`make bench-mini`)",
             "",

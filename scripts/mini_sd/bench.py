@@ -1,5 +1,8 @@
 """`make bench-mini`: mini-sd's quality and speed in one table (the same rows every time).
 
+Writes only where it is told (`--json`, `--card`); `make bench-mini` tells it the model's folder
+in the repository, never the installed package.
+
 VAE PSNR on held-out shapes (goal >= 28 dB) and on the real photos
 mini-CLIP zero-shot colour accuracy on held-out shapes (goal >= 95%)
 text-to-image judge accuracy, colour and shape, at guidance 1.0 and 7.5
@@ -12,13 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from course_utils import MINI_SD_PATH
 from course_utils.images import decode, encode, psnr, to_tensor
 from course_utils.mini import data as D
+from mini_sd.card import table, write_card
 
 
 def vae_psnr(vae, images: np.ndarray) -> float:
@@ -92,34 +96,20 @@ def to_pil_square(photo: np.ndarray, size: int = D.SIZE):
     return to_pil(to_tensor(photo, size=size))[0]
 
 
-ROWS = [
-    ("VAE PSNR, held-out shapes", "vae_psnr_shapes_db", "{:.1f} dB", ">= 28 dB"),
-    (
-        "VAE PSNR, real photos (cat, astronaut, coffee, rocket)",
-        "vae_psnr_photos_db",
-        "{:.1f} dB",
-        "-",
-    ),
-    ("mini-CLIP zero-shot colour accuracy", "clip_zero_shot_color", "{:.0%}", ">= 95%"),
-    ("judge colour accuracy, guidance 1.0", "judge_color_g1.0", "{:.0%}", "-"),
-    ("judge colour accuracy, guidance 7.5", "judge_color_g7.5", "{:.0%}", ">= 90%"),
-    ("judge shape accuracy, guidance 1.0", "judge_shape_g1.0", "{:.0%}", "-"),
-    ("judge shape accuracy, guidance 7.5", "judge_shape_g7.5", "{:.0%}", ">= 60%"),
-    ("seconds per image, 20 steps, CPU", "seconds_per_image_20_steps_cpu", "{:.3f} s", "-"),
-]
-
-
-def table(results: dict) -> str:
-    lines = ["| metric | mini-sd | goal |", "|---|---|---|"]
-    lines += [f"| {name} | {fmt.format(results[key])} | {goal} |" for name, key, fmt, goal in ROWS]
-    return "\n".join(lines)
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=64, help="held-out prompts per guidance scale")
     ap.add_argument(
-        "--json", default=str(MINI_SD_PATH / "bench.json"), help="where to save the numbers"
+        "--json",
+        type=Path,
+        default=None,
+        help="write the numbers there as JSON (make bench-mini: the model's folder in the repo)",
+    )
+    ap.add_argument(
+        "--card",
+        type=Path,
+        default=None,
+        help="rewrite the model card (README.md) of this mini-sd folder from its JSON files",
     )
     args = ap.parse_args(argv)
     t = time.time()
@@ -129,11 +119,9 @@ def main(argv=None) -> None:
         f"(measured in {time.time() - t:.0f} s; torch {torch.__version__}, {torch.get_num_threads()} threads)"
     )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
-        from course_utils.mini.card import write_card
-
-        write_card(MINI_SD_PATH)
+        args.json.write_text(json.dumps(results, indent=1))
+    if args.card:
+        write_card(args.card)
 
 
 if __name__ == "__main__":
