@@ -15,16 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from course_utils.images import encode
-from course_utils.sampling import (
-    Generation,
-    _as_prompt_list,
-    check_generate_args,
-    decode_latents,
-    denoise,
-    encode_prompt,
-    initial_latents,
-)
+from course_utils.images import check_image, decode, encode, to_unit_range
+from course_utils.sampling import Generation, denoise, encode_prompt, initial_latents, prepare
 
 
 def start_step(steps: int, strength: float) -> int:
@@ -42,11 +34,7 @@ def start_step(steps: int, strength: float) -> int:
 
 
 def _image_latents(pipe, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[1] != 3:
-        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        raise ValueError(
-            f"image must be an RGB tensor (B, 3, H, W) in [-1, 1] (see images.to_tensor), got {shape}"
-        )
+    check_image(image)
     if image.shape[-1] % pipe.vae_scale_factor or image.shape[-2] % pipe.vae_scale_factor:
         raise ValueError(
             f"image sides must be multiples of {pipe.vae_scale_factor}, got {tuple(image.shape[-2:])}"
@@ -71,25 +59,27 @@ def img2img(
 ) -> Generation:
     """SDEdit with the hand-written loop; equals StableDiffusionImg2ImgPipeline for the same
     components, seed and arguments (tests/test_editing.py)."""
-    prompts = _as_prompt_list(prompt)
-    check_generate_args(pipe, steps, guidance_scale, None, None)
     first = start_step(steps, strength)
-    scheduler = scheduler or pipe.scheduler
-    text_emb, uncond_emb = encode_prompt(pipe, prompts, negative_prompt)
-    scheduler.set_timesteps(steps, device=pipe.device)
+    setup = prepare(
+        pipe,
+        prompt,
+        steps=steps,
+        guidance_scale=guidance_scale,
+        seed=seed,
+        negative_prompt=negative_prompt,
+        scheduler=scheduler,
+    )
+    scheduler, n = setup.scheduler, len(setup.prompts)
     timesteps = scheduler.timesteps[first * scheduler.order :]
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(first * scheduler.order)
-    generator = torch.Generator("cpu").manual_seed(seed)
-    z_image = _image_latents(pipe, image, generator)
-    if z_image.shape[0] != len(prompts):
-        z_image = z_image.expand(len(prompts), -1, -1, -1)
-    noise = torch.randn(z_image.shape, generator=generator, device=generator.device).to(z_image)
-    latents = scheduler.add_noise(z_image, noise, timesteps[:1].repeat(len(prompts)))
-    latents = denoise(
-        pipe, latents, timesteps, text_emb, uncond_emb, guidance_scale, scheduler, generator
-    )
-    return Generation(decode_latents(pipe, latents), latents, None, None)
+    z_image = _image_latents(pipe, image, setup.generator)
+    if z_image.shape[0] != n:
+        z_image = z_image.expand(n, -1, -1, -1)
+    noise = torch.randn(z_image.shape, generator=setup.generator).to(z_image)
+    latents = scheduler.add_noise(z_image, noise, timesteps[:1].repeat(n))
+    latents = denoise(pipe, latents, timesteps, setup.guidance, scheduler, setup.generator)
+    return Generation(decode(pipe.vae, latents, value_range="unit"), latents, None, None)
 
 
 def latent_mask(mask: torch.Tensor, image: torch.Tensor, factor: int) -> torch.Tensor:
@@ -124,16 +114,19 @@ def inpaint(
     The known latents are exact; decoding still shifts far-away pixels a little (GroupNorm and
     attention in the decoder are global), so `overlay` pastes the input's pixels back outside
     the mask, as diffusers' inpainting pipelines do with `apply_overlay`."""
-    prompts = _as_prompt_list(prompt)
-    check_generate_args(pipe, steps, guidance_scale, None, None)
-    scheduler = scheduler or pipe.scheduler
-    text_emb, uncond_emb = encode_prompt(pipe, prompts, negative_prompt)
-    generator = torch.Generator("cpu").manual_seed(seed)
-    z_image = _image_latents(pipe, image, generator).expand(len(prompts), -1, -1, -1)
+    setup = prepare(
+        pipe,
+        prompt,
+        steps=steps,
+        guidance_scale=guidance_scale,
+        seed=seed,
+        negative_prompt=negative_prompt,
+        scheduler=scheduler,
+    )
+    scheduler, timesteps = setup.scheduler, setup.scheduler.timesteps
+    z_image = _image_latents(pipe, image, setup.generator).expand(len(setup.prompts), -1, -1, -1)
     m = latent_mask(mask, image, pipe.vae_scale_factor).to(z_image)
-    scheduler.set_timesteps(steps, device=pipe.device)
-    timesteps = scheduler.timesteps
-    noise = torch.randn(z_image.shape, generator=generator, device=generator.device).to(z_image)
+    noise = torch.randn(z_image.shape, generator=setup.generator).to(z_image)
     latents = noise * scheduler.init_noise_sigma
 
     def blend(i, t, out):
@@ -145,21 +138,13 @@ def inpaint(
         return m * out.prev_sample + (1 - m) * known
 
     latents = denoise(
-        pipe,
-        latents,
-        timesteps,
-        text_emb,
-        uncond_emb,
-        guidance_scale,
-        scheduler,
-        generator,
-        on_step=blend,
+        pipe, latents, timesteps, setup.guidance, scheduler, setup.generator, on_step=blend
     )
-    images = decode_latents(pipe, latents)
+    images = decode(pipe.vae, latents, value_range="unit")
     # the decoder's GroupNorm/attention see the whole latent: paste the known pixels back
     if overlay:
         m_px = torch.as_tensor(mask, dtype=torch.float32).reshape(-1, 1, *images.shape[-2:])
-        images = m_px * images + (1 - m_px) * (image.float().cpu() / 2 + 0.5).clamp(0, 1)
+        images = m_px * images + (1 - m_px) * to_unit_range(image.float().cpu())
     return Generation(images, latents, None, None)
 
 
@@ -178,23 +163,18 @@ def prompt_switch(
     is prompt_b's picture, at 1 prompt_a's; in between the two compete (notebook 07)."""
     if not 0 <= switch_at <= 1:
         raise ValueError(f"switch_at must be in [0, 1], got {switch_at}")
-    check_generate_args(pipe, steps, guidance_scale, None, None)
-    scheduler = pipe.scheduler
-    (emb_a, uncond), (emb_b, _) = encode_prompt(pipe, [prompt_a]), encode_prompt(pipe, [prompt_b])
-    generator = torch.Generator("cpu").manual_seed(seed)
-    scheduler.set_timesteps(steps, device=pipe.device)
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    latents = initial_latents(pipe, 1, size, size, generator, scheduler)
+    setup = prepare(pipe, prompt_a, steps=steps, guidance_scale=guidance_scale, seed=seed)
+    emb_b, _ = encode_prompt(pipe, [prompt_b])
+    scheduler, emb_a = setup.scheduler, setup.guidance.text_emb
+    latents = initial_latents(pipe, 1, setup.height, setup.width, setup.generator, scheduler)
     n_a = round(switch_at * len(scheduler.timesteps))
     latents = denoise(
         pipe,
         latents,
         scheduler.timesteps,
-        emb_a,
-        uncond,
-        guidance_scale,
+        setup.guidance,
         scheduler,
-        generator,
+        setup.generator,
         text_emb_at=lambda i: emb_a if i < n_a else emb_b,
     )
-    return Generation(decode_latents(pipe, latents), latents, None, None)
+    return Generation(decode(pipe.vae, latents, value_range="unit"), latents, None, None)

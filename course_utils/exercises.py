@@ -9,7 +9,6 @@ from course_utils.check import exercise
 from course_utils.tokenization import clip_tokenizer
 
 
-
 def check_token_count(prompt: str, answer: int) -> bool:
     """Ex 1.1: how many ids (start and end token included) does CLIP give `prompt`?"""
     return exercise("token count", answer, len(clip_tokenizer()(prompt).input_ids))

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import torch
 
 from course_utils import flow
+from course_utils.images import decode
 
 
 class Registry:
@@ -185,8 +186,9 @@ class StableDiffusionBaseModel(BaseModel):
         return (self.w + 1) * eps_c - self.w * eps_u
 
     def postprocess(self, x: torch.Tensor) -> torch.Tensor:
-        image = self.pipe.vae.decode(x / self.pipe.vae.config.scaling_factor).sample
-        return (image / 2 + 0.5).clamp(0, 1)
+        """Latents -> images in [0, 1], on the model's device, keeping the autograd graph (the
+        reward's gradient flows back through the decoder in reward guidance)."""
+        return decode(self.pipe.vae, x, value_range="unit", keep_grad=True)
 
 
 class Sample(NamedTuple):

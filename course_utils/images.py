@@ -3,6 +3,11 @@
 SD's VAE works on (B, 3, H, W) tensors in [-1, 1] with H, W multiples of 8; its latents are
 (B, 4, H/8, W/8) and are multiplied by `vae.config.scaling_factor` before the U-Net sees them
 (0.18215 for SD 1.5 — always read it from the config, mini-sd's differs).
+
+One image-range convention, two named converters:
+    "signed"  [-1, 1]   what the VAE reads and writes (to_tensor, encode, decode's default)
+    "unit"    [0, 1]    what is shown and scored: grids, rewards, the judge, Generation.images
+    to_unit_range(x) = (x + 1) / 2 clamped,   to_signed_range(x) = 2 x - 1
 """
 
 from __future__ import annotations
@@ -48,6 +53,33 @@ def to_tensor(image, size: int | tuple[int, int] | None = None) -> torch.Tensor:
     return (arr / 127.5 - 1).unsqueeze(0)
 
 
+def to_unit_range(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] (the VAE's range) -> [0, 1] (display and rewards): x / 2 + 0.5, clamped."""
+    return (x / 2 + 0.5).clamp(0, 1)
+
+
+def to_signed_range(x: torch.Tensor) -> torch.Tensor:
+    """[0, 1] -> [-1, 1]: 2 x - 1 (what `encode` and the editing helpers take)."""
+    return x * 2 - 1
+
+
+def check_image(image, name: str = "image") -> torch.Tensor:
+    """A clear error for an image the VAE would silently misread: not (B, 3, H, W), not finite,
+    or outside [-1, 1] (a 0..255 image, say). Returns the image unchanged."""
+    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[1] != 3:
+        got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(
+            f"{name} must be an RGB tensor (B, 3, H, W) in [-1, 1] (see images.to_tensor), got {got}"
+        )
+    if not torch.isfinite(image).all():
+        raise ValueError(f"{name} holds NaN or inf values: fix the image before encoding it")
+    lo, hi = image.min().item(), image.max().item()
+    if lo < -1.001 or hi > 1.001:
+        hint = " (it looks like 0..255: use images.to_tensor, or x / 127.5 - 1)" if hi > 2 else ""
+        raise ValueError(f"{name} must be in [-1, 1], got values in [{lo:.3g}, {hi:.3g}]{hint}")
+    return image
+
+
 def to_pil(x: torch.Tensor) -> list[Image.Image]:
     """(B, 3, H, W) or (3, H, W) in [-1, 1] -> PIL images (clamped, rounded)."""
     if x.ndim == 3:
@@ -69,23 +101,54 @@ def encode(
     vae, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """x in [-1, 1] -> *scaled* latents z = scaling_factor * E(x) (the posterior mean, or a sample)."""
-    dist = vae.encode(x.to(vae.device, vae.dtype)).latent_dist
+    dist = vae.encode(check_image(x).to(vae.device, vae.dtype)).latent_dist
     z = dist.sample(generator=generator) if sample else dist.mean
     return z * vae.config.scaling_factor
 
 
-@torch.no_grad()
-def decode(vae, z: torch.Tensor) -> torch.Tensor:
-    """Scaled latents -> images in [-1, 1]: D(z / scaling_factor), float32 on the CPU."""
-    return (
-        vae.decode(z.to(vae.device, vae.dtype) / vae.config.scaling_factor)
-        .sample.float()
-        .cpu()
-        .clamp(-1, 1)
-    )
+def decode(
+    vae, z: torch.Tensor, value_range: str = "signed", keep_grad: bool = False
+) -> torch.Tensor:
+    """Scaled latents -> images: x = D(z / scaling_factor), in [-1, 1] ("signed") or [0, 1]
+    ("unit", as diffusers' pipelines return them: the range is changed in the model's dtype,
+    then cast, exactly as `VaeImageProcessor.postprocess`). float32 on the CPU.
+
+    The one decode of the course. In fp16 SD's decoder can overflow to inf/NaN (a black
+    image): then it decodes once more with the VAE upcast to float32. `keep_grad=True` keeps
+    the autograd graph (reward guidance, notebook 06) and the device: no fallback, no copy."""
+    if value_range not in ("signed", "unit"):
+        raise ValueError(
+            f"value_range must be 'signed' ([-1, 1]) or 'unit' ([0, 1]), got {value_range!r}"
+        )
+    z, s = z.to(vae.device), vae.config.scaling_factor
+    with torch.set_grad_enabled(keep_grad and torch.is_grad_enabled()):
+        x = vae.decode(z.to(vae.dtype) / s).sample
+        if not keep_grad and vae.dtype != torch.float32 and not torch.isfinite(x).all():
+            x = _decode_in_float32(vae, z.float() / s)
+        x = x.clamp(-1, 1) if value_range == "signed" else to_unit_range(x)
+    return x if keep_grad else x.float().cpu()
+
+
+def _decode_in_float32(vae, z: torch.Tensor) -> torch.Tensor:
+    from diffusers.utils import logging as dlogging
+
+    dtype, level = vae.dtype, dlogging.get_verbosity()
+    dlogging.set_verbosity_error()  # casting with .to() is what we mean here
+    try:
+        vae.to(torch.float32)
+        return vae.decode(z).sample
+    finally:
+        vae.to(dtype)
+        dlogging.set_verbosity(level)
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0) -> float:
     """Peak signal-to-noise ratio in dB: 10 log10(range^2 / MSE); range 2 for [-1, 1] images."""
+    if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
+        raise TypeError(f"psnr takes two tensors, got {type(x).__name__} and {type(y).__name__}")
+    if x.shape != y.shape:
+        raise ValueError(
+            f"psnr compares images of the same shape, got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
     mse = torch.mean((x.float().cpu() - y.float().cpu()) ** 2).item()
     return float("inf") if mse == 0 else 10 * np.log10(data_range**2 / mse)

@@ -16,13 +16,17 @@ As in diffusers, guidance_scale <= 1 skips the unconditional pass.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
 
+from course_utils.images import decode
 
-def _as_prompt_list(prompts, name: str = "prompt") -> list[str]:
+
+def as_prompt_list(prompts, name: str = "prompt") -> list[str]:
+    """A prompt or a list of prompts as a non-empty list of strings (a clear error otherwise)."""
     if isinstance(prompts, str):
         return [prompts]
     if not isinstance(prompts, Sequence) or isinstance(prompts, bytes):
@@ -55,11 +59,11 @@ def embed_text(pipe, prompts: list[str]) -> torch.Tensor:
 def encode_prompt(pipe, prompts, negative_prompts=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(text_emb, uncond_emb), each (B, 77, d). The unconditional embedding is that of
     `negative_prompts` (a string or one per prompt), or of the empty prompt "" by default."""
-    prompts = _as_prompt_list(prompts)
+    prompts = as_prompt_list(prompts)
     if negative_prompts is None:
         negatives = [""] * len(prompts)
     else:
-        negatives = _as_prompt_list(negative_prompts, "negative_prompt")
+        negatives = as_prompt_list(negative_prompts, "negative_prompt")
         if len(negatives) == 1:
             negatives = negatives * len(prompts)
         if len(negatives) != len(prompts):
@@ -81,23 +85,75 @@ class Generation(NamedTuple):
         return [Image.fromarray(a) for a in arr]
 
 
-def check_generate_args(pipe, steps, guidance_scale, height, width) -> tuple[int, int]:
-    """Clear errors for the arguments people get wrong; returns (height, width)."""
+class Guidance(NamedTuple):
+    """What classifier-free guidance needs at every step (Ho & Salimans 2022, Eq. 6)."""
+
+    text_emb: torch.Tensor  # (B, 77, d): the prompts
+    uncond_emb: torch.Tensor  # (B, 77, d): "" or the negative prompts
+    guidance_scale: float  # g: eps = eps_u + g (eps_c - eps_u); g <= 1 means no guidance
+
+
+def check_generate_args(pipe, steps, guidance_scale, height, width, seed=0) -> tuple[int, int]:
+    """Clear errors for the arguments people get wrong; returns (height, width), the model's
+    default size (unet.config.sample_size x vae_scale_factor) where None is given."""
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    if not isinstance(guidance_scale, (int, float)) or guidance_scale < 0:
+    if (
+        not isinstance(guidance_scale, (int, float))
+        or isinstance(guidance_scale, bool)
+        or not math.isfinite(guidance_scale)
+        or guidance_scale < 0
+    ):
         raise ValueError(
-            f"guidance_scale must be a number >= 0 (1 = no guidance, 7.5 = SD's default), got {guidance_scale!r}"
+            f"guidance_scale must be a number >= 0, not NaN or inf (1 = no guidance, 7.5 = SD's default), got {guidance_scale!r}"
         )
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an integer, got {type(seed).__name__} {seed!r}")
     factor = pipe.vae_scale_factor
     default = pipe.unet.config.sample_size * factor
-    height, width = height or default, width or default
+    height, width = (default if v is None else v for v in (height, width))
     for name, v in (("height", height), ("width", width)):
-        if not isinstance(v, int) or v <= 0 or v % factor:
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0 or v % factor:
             raise ValueError(
                 f"{name} must be a positive multiple of {factor} (the VAE downsamples by {factor}), got {v!r}"
             )
     return height, width
+
+
+class Setup(NamedTuple):
+    """What every loop of the course starts from (generate, img2img, inpaint, prompt_switch)."""
+
+    prompts: list[str]
+    guidance: Guidance
+    scheduler: object  # a diffusers scheduler, its timesteps set
+    generator: torch.Generator  # on the CPU, seeded: the same noise on any device
+    height: int
+    width: int
+
+
+def prepare(
+    pipe,
+    prompt,
+    *,
+    steps: int,
+    guidance_scale: float,
+    seed: int,
+    height: int | None = None,
+    width: int | None = None,
+    negative_prompt=None,
+    scheduler=None,
+) -> Setup:
+    """Check the arguments, embed the prompts, seed a CPU generator and set the scheduler's
+    timesteps (first: init_noise_sigma may depend on them). `scheduler` replaces
+    pipe.scheduler for this call (it is stateful: set_timesteps resets it)."""
+    prompts = as_prompt_list(prompt)
+    height, width = check_generate_args(pipe, steps, guidance_scale, height, width, seed)
+    scheduler = scheduler or pipe.scheduler
+    text_emb, uncond_emb = encode_prompt(pipe, prompts, negative_prompt)
+    generator = torch.Generator("cpu").manual_seed(seed)
+    scheduler.set_timesteps(steps, device=pipe.device)
+    guidance = Guidance(text_emb, uncond_emb, float(guidance_scale))
+    return Setup(prompts, guidance, scheduler, generator, height, width)
 
 
 def initial_latents(
@@ -117,31 +173,11 @@ def initial_latents(
     return z.to(pipe.device) * scheduler.init_noise_sigma
 
 
-@torch.no_grad()
-def decode_latents(pipe, latents: torch.Tensor) -> torch.Tensor:
-    """x = D(z / scaling_factor), mapped from [-1, 1] to [0, 1]; float32 on the CPU.
-
-    In fp16 the VAE decoder can overflow to inf/NaN (a black image). Then we decode once more
-    with the VAE upcast to float32 — otherwise the result is exactly the pipeline's."""
-    vae = pipe.vae
-    image = vae.decode(latents / vae.config.scaling_factor).sample
-    if vae.dtype in (torch.float16, torch.bfloat16) and not torch.isfinite(image).all():
-        from diffusers.utils import logging as dlogging
-
-        dtype, level = vae.dtype, dlogging.get_verbosity()
-        dlogging.set_verbosity_error()  # casting with .to() is what we mean here
-        try:
-            vae.to(torch.float32)
-            image = vae.decode(latents.float() / vae.config.scaling_factor).sample
-        finally:
-            vae.to(dtype)
-            dlogging.set_verbosity(level)
-    return (image / 2 + 0.5).clamp(0, 1).float().cpu()
-
-
-def guided_eps(pipe, latents, t, text_emb, uncond_emb, guidance_scale, scheduler) -> torch.Tensor:
-    """eps = eps_u + w (eps_c - eps_u), one U-Net call on the doubled batch (none doubled if w <= 1)."""
-    cfg = guidance_scale > 1
+def guided_eps(pipe, latents, t, guidance: Guidance, scheduler) -> torch.Tensor:
+    """eps = eps_u + g (eps_c - eps_u)  (Ho & Salimans 2022, Eq. 6), one U-Net call on the
+    doubled batch (none doubled when g <= 1, as in diffusers)."""
+    text_emb, uncond_emb, g = guidance
+    cfg = g > 1
     x = torch.cat([latents, latents]) if cfg else latents
     x = scheduler.scale_model_input(x, t)
     emb = torch.cat([uncond_emb, text_emb]) if cfg else text_emb
@@ -149,16 +185,14 @@ def guided_eps(pipe, latents, t, text_emb, uncond_emb, guidance_scale, scheduler
     if not cfg:
         return eps
     eps_u, eps_c = eps.chunk(2)
-    return eps_u + guidance_scale * (eps_c - eps_u)
+    return eps_u + g * (eps_c - eps_u)
 
 
 def denoise(
     pipe,
     latents: torch.Tensor,
     timesteps,
-    text_emb: torch.Tensor,
-    uncond_emb: torch.Tensor,
-    guidance_scale: float,
+    guidance: Guidance,
     scheduler,
     generator: torch.Generator | None = None,
     eta: float = 0.0,
@@ -171,8 +205,8 @@ def denoise(
     params = inspect.signature(scheduler.step).parameters
     step_kwargs = {k: v for k, v in (("eta", eta), ("generator", generator)) if k in params}
     for i, t in enumerate(timesteps):
-        emb = text_emb_at(i) if text_emb_at is not None else text_emb
-        eps = guided_eps(pipe, latents, t, emb, uncond_emb, guidance_scale, scheduler)
+        g = guidance if text_emb_at is None else guidance._replace(text_emb=text_emb_at(i))
+        eps = guided_eps(pipe, latents, t, g, scheduler)
         out = scheduler.step(eps, t, latents, **step_kwargs)
         latents = out.prev_sample
         if on_step is not None:
@@ -200,13 +234,21 @@ def generate(
     """Text to image with classifier-free guidance, the loop written out (module docstring).
     `scheduler` replaces pipe.scheduler for this call (it is stateful: set_timesteps resets it).
     `callback(i, t, latents)` runs after every step."""
-    prompts = _as_prompt_list(prompt)
-    height, width = check_generate_args(pipe, steps, guidance_scale, height, width)
-    scheduler = scheduler or pipe.scheduler
-    text_emb, uncond_emb = encode_prompt(pipe, prompts, negative_prompt)
-    generator = torch.Generator("cpu").manual_seed(seed)
-    scheduler.set_timesteps(steps, device=pipe.device)  # first: init_noise_sigma may depend on it
-    latents = initial_latents(pipe, len(prompts), height, width, generator, scheduler)
+    setup = prepare(
+        pipe,
+        prompt,
+        steps=steps,
+        guidance_scale=guidance_scale,
+        seed=seed,
+        height=height,
+        width=width,
+        negative_prompt=negative_prompt,
+        scheduler=scheduler,
+    )
+    scheduler = setup.scheduler
+    latents = initial_latents(
+        pipe, len(setup.prompts), setup.height, setup.width, setup.generator, scheduler
+    )
     trajectory, x0_preds = ([], []) if return_trajectory else (None, None)
 
     def record(i, t, out):
@@ -221,12 +263,11 @@ def generate(
         pipe,
         latents,
         scheduler.timesteps,
-        text_emb,
-        uncond_emb,
-        guidance_scale,
+        setup.guidance,
         scheduler,
-        generator,
+        setup.generator,
         eta,
         on_step=record,
     )
-    return Generation(decode_latents(pipe, latents), latents, trajectory, x0_preds)
+    images = decode(pipe.vae, latents, value_range="unit")
+    return Generation(images, latents, trajectory, x0_preds)

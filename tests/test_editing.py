@@ -92,6 +92,9 @@ def test_prompt_switch_ends(tiny_pipe):
         (lambda p, im: editing.img2img(p, im[:, :1], "x"), "RGB tensor"),
         (lambda p, im: editing.img2img(p, im[..., :60], "x"), "multiples of 8"),
         (lambda p, im: editing.prompt_switch(p, "a", "b", 2.0), "switch_at"),
+        (lambda p, im: editing.img2img(p, im * float("nan"), "x"), "NaN or inf"),
+        (lambda p, im: editing.img2img(p, (im + 1) * 127.5, "x"), "looks like 0..255"),
+        (lambda p, im: editing.inpaint(p, (im + 1) * 127.5, torch.zeros(64, 64), "x"), "0..255"),
     ],
 )
 def test_bad_input(tiny_pipe, image, call, match):

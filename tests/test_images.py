@@ -53,3 +53,18 @@ def test_encode_decode_use_the_config_scaling_factor(tiny_pipe):
         ref = vae.encode(x).latent_dist.mean * vae.config.scaling_factor
         ref_img = vae.decode(ref / vae.config.scaling_factor).sample.clamp(-1, 1)
     assert torch.allclose(z, ref) and torch.allclose(images.decode(vae, z), ref_img)
+
+
+def test_psnr_needs_two_tensors_of_one_shape():
+    with pytest.raises(ValueError, match=r"same shape, got \(1, 3, 8, 8\) and \(1, 3, 16, 16\)"):
+        images.psnr(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 16, 16))
+    with pytest.raises(TypeError, match="two tensors"):
+        images.psnr(torch.zeros(3), [0, 0, 0])
+
+
+def test_range_converters_are_inverse_and_named():
+    from course_utils.images import to_signed_range, to_unit_range
+
+    x = torch.linspace(-1, 1, 11)
+    assert torch.allclose(to_signed_range(to_unit_range(x)), x, atol=1e-6)
+    assert to_unit_range(torch.tensor([-3.0, 3.0])).tolist() == [0.0, 1.0]  # clamped

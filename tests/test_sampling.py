@@ -99,6 +99,12 @@ def test_encode_prompt_shapes_and_empty_negative(tiny_pipe):
         (dict(steps=0), ValueError, "steps must be an integer >= 1"),
         (dict(steps=2.5), ValueError, "steps must be an integer >= 1"),
         (dict(guidance_scale=-1.0), ValueError, "guidance_scale must be a number >= 0"),
+        (dict(guidance_scale=float("nan")), ValueError, "not NaN or inf"),
+        (dict(guidance_scale=float("inf")), ValueError, "not NaN or inf"),
+        (dict(height=0), ValueError, r"height must be a positive multiple of 8 .*, got 0$"),
+        (dict(width=0), ValueError, r"width must be a positive multiple of 8 .*, got 0$"),
+        (dict(seed="3"), TypeError, "seed must be an integer, got str"),
+        (dict(seed=1.5), TypeError, "seed must be an integer, got float"),
         (dict(negative_prompt=["a", "b"]), ValueError, "2 negative prompts for 1 prompts"),
     ],
 )
@@ -109,8 +115,8 @@ def test_bad_input_is_a_clear_error(tiny_pipe, kwargs, error, match):
 
 
 def test_half_precision_vae_overflow_is_decoded_in_float32(tiny_pipe, monkeypatch):
-    """An fp16 decoder that overflows (as SD's can on a GPU) gives NaN; decode_latents retries in fp32."""
-    from course_utils.sampling import decode_latents
+    """An fp16 decoder that overflows (as SD's can on a GPU) gives NaN; images.decode retries in fp32."""
+    from course_utils.images import decode
 
     vae = tiny_pipe.vae
     real_decode = vae.decode
@@ -122,11 +128,11 @@ def test_half_precision_vae_overflow_is_decoded_in_float32(tiny_pipe, monkeypatc
         return out
 
     latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
-    expected = decode_latents(tiny_pipe, latents)
+    expected = decode(tiny_pipe.vae, latents, value_range="unit")
     monkeypatch.setattr(vae, "decode", overflowing_decode)
     vae.to(torch.float16)
     try:
-        images = decode_latents(tiny_pipe, latents.half())
+        images = decode(tiny_pipe.vae, latents.half(), value_range="unit")
     finally:
         vae.to(torch.float32)
     assert torch.isfinite(images).all() and vae.dtype == torch.float32
@@ -135,17 +141,17 @@ def test_half_precision_vae_overflow_is_decoded_in_float32(tiny_pipe, monkeypatc
 
 def test_a_real_fp16_overflow_is_decoded_in_float32(tiny_pipe):
     """No mock: latents of magnitude 1e4 overflow float16's range (max 65504) inside the decoder,
-    as SD 1.5's fp16 VAE can on a GPU; decode_latents sees the inf/NaN and decodes in float32."""
-    from course_utils.sampling import decode_latents
+    as SD 1.5's fp16 VAE can on a GPU; images.decode sees the inf/NaN and decodes in float32."""
+    from course_utils.images import decode
 
     vae = tiny_pipe.vae
     latents = 1e4 * torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
-    expected = decode_latents(tiny_pipe, latents)  # float32 all the way
+    expected = decode(tiny_pipe.vae, latents, value_range="unit")  # float32 all the way
     vae.to(torch.float16)
     try:
         raw = vae.decode(latents.half() / vae.config.scaling_factor).sample
         assert not torch.isfinite(raw).all()  # the overflow is real
-        images = decode_latents(tiny_pipe, latents.half())
+        images = decode(tiny_pipe.vae, latents.half(), value_range="unit")
         assert vae.dtype == torch.float16  # the fallback gives the VAE back in its dtype
     finally:
         vae.to(torch.float32)
