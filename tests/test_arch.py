@@ -1,6 +1,7 @@
 """The "sd15" architecture is Stable Diffusion 1.5's, checked without a download or a GPU:
 built on the meta device (no memory), its parameter counts equal SD 1.5's published ones."""
 
+import pytest
 import torch
 from transformers import CLIPTextModel
 
@@ -24,12 +25,21 @@ def test_sd15_configs_have_sd15_sizes():
     assert 2 ** (len(vae.config.block_out_channels) - 1) == 8 and vae.config.sample_size == 512
 
 
-def test_mini_is_the_same_family_smaller():
-    mini, sd15 = A.ARCHS["mini"], A.ARCHS["sd15"]
-    assert len(mini["vae"]["block_out_channels"]) == len(
-        sd15["vae"]["block_out_channels"]
-    )  # x8 down
-    assert mini["image_size"] // 8 == 8
+@pytest.mark.parametrize("arch", ["tiny", "mini", "sd15-small"])
+def test_every_size_is_sd15s_family(arch):
+    """Measured on the built models: the VAE downsamples by 8 into 4 channels, the U-Net maps
+    those latents to an epsilon of the same shape, with SD 1.5's block types."""
+    with torch.device("meta"):
+        sd15 = A.build_unet("sd15")
+    vae, unet = A.build_vae(arch).eval(), A.build_unet(arch).eval()
+    size = A.ARCHS[arch]["image_size"]
+    with torch.no_grad():
+        z = vae.encode(torch.zeros(1, 3, size, size)).latent_dist.mean
+        d = A.ARCHS[arch]["text"]["hidden_size"]
+        eps = unet(z, 10, encoder_hidden_states=torch.zeros(1, 77, d)).sample
+    assert z.shape == (1, 4, size // 8, size // 8) == eps.shape
+    assert unet.config.sample_size == size // 8  # the pipeline's default size
+    assert set(unet.config.down_block_types) == set(sd15.config.down_block_types)
 
 
 def test_dtype_on_cuda_is_fp16_without_a_gpu():

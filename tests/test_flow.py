@@ -92,7 +92,8 @@ def test_euler_on_ot_flow_transports_exactly():
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
 def test_bad_t_is_a_clear_error(sch, bad):
-    with pytest.raises(ValueError, match="t"):
+    expected = "t contains NaN" if bad != bad else r"flow time t must be in \[0, 1\] .*got min"
+    with pytest.raises(ValueError, match=expected):
         sch.alpha(torch.tensor([0.5, bad]))
 
 

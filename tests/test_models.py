@@ -89,3 +89,12 @@ def test_fp16_only_download_loads_in_fp32_on_cpu(tmp_path):
     assert not [p for p in (tmp_path / "unet").glob("*.safetensors") if ".fp16." not in p.name]
     pipe = load_pipeline(str(tmp_path), device="cpu")
     assert pipe.unet.dtype == torch.float32
+
+
+def test_is_mini_sd_tells_mini_sd_from_another_pipeline(tiny_pipe):
+    from course_utils import MINI_SD_PATH
+    from course_utils.models import is_mini_sd
+
+    assert not is_mini_sd(tiny_pipe)
+    if (MINI_SD_PATH / "model_index.json").exists():
+        assert is_mini_sd(load_pipeline("mini-sd", device="cpu"))
