@@ -2,19 +2,24 @@
 
 Each module holds one idea that a notebook writes out first:
 
-    device        which device and dtype to run on, seeding          (every notebook)
+    device        device, dtype, seeding, the COURSE_* switches          (every notebook)
     models        load_pipeline: SD 1.5 on a GPU, the embedded mini-sd elsewhere (00)
-    tokenization  CLIP's byte-pair encoding written out                (01)
-    images        to_tensor / to_pil / psnr, VAE encode / decode       (03)
-    ddpm          the DDPM forward and reverse maths                    (04)
-    flow          the DDPM schedule as a flow-matching schedule         (05)
-    sampling      the denoising loop with classifier-free guidance      (06)
-    gym           a base model + reward environment ("images/red")      (06)
-    check         `report`: print a difference and assert a tolerance   (all)
-    viz           image grids and plots                                 (all)
+    tokenization  CLIP's byte-pair encoding written out                  (01)
+    clip          CLIP's text and vision towers: similarity, zero-shot   (02)
+    images        to_tensor / to_pil / psnr, the VAE's encode / decode   (03)
+    ddpm          the DDPM forward and reverse maths                      (04)
+    flow          the DDPM schedule as a flow-matching schedule           (05)
+    sampling      the denoising loop with classifier-free guidance        (06)
+    gym           a base model + reward environment ("images/red")        (06)
+    editing       img2img, inpainting, prompt switching                   (07)
+    check         `report`: print a difference and assert a tolerance     (all)
+    viz, widgets  image grids and plots; live controls                    (all)
+    exercises     the exercises' check functions                          (all)
+    mini          mini-sd's architectures, data generator and judge
 
-Glossary (one ASCII name per symbol): ᾱ_t -> alpha_bar (alphas_cumprod in diffusers),
-ε̂ -> eps_pred, x̂_0 -> x0_pred, w -> guidance_scale, (B, 77, d) -> text_emb.
+Glossary (one ASCII name per symbol; the README's table has them all): ᾱ_t -> alpha_bar
+(alphas_cumprod in diffusers), ε̂ -> eps_pred, x̂_0 -> x0_pred, g -> guidance_scale,
+(B, 77, d) -> text_emb; flow time t in [0, 1] runs from x_noise (t = 0) to x_data (t = 1).
 """
 
 from pathlib import Path

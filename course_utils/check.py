@@ -7,10 +7,12 @@ Every tolerance in the course is visible in the output (Karpathy's `cmp` pattern
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 
-def max_abs_diff(ours, ref) -> float:
+def max_abs_diff(ours: Any, ref: Any) -> float:
     """max |ours - ref| over all elements, as a Python float (tensors, arrays or numbers)."""
     a = torch.as_tensor(ours, dtype=torch.float64)
     b = torch.as_tensor(ref, dtype=torch.float64)
@@ -19,7 +21,7 @@ def max_abs_diff(ours, ref) -> float:
     return (a - b).abs().max().item()
 
 
-def report(name: str, ours, ref, atol: float = 1e-5) -> float:
+def report(name: str, ours: Any, ref: Any, atol: float = 1e-5) -> float:
     """Print `name  max|diff|=...  tol=...` and raise AssertionError when the difference > atol."""
     diff = max_abs_diff(ours, ref)
     ok = diff <= atol
@@ -29,7 +31,7 @@ def report(name: str, ours, ref, atol: float = 1e-5) -> float:
     return diff
 
 
-def exercise(name: str, answer, expected, atol: float = 0.0) -> bool:
+def exercise(name: str, answer: Any, expected: Any, atol: float = 0.0) -> bool:
     """Tell a learner whether an exercise answer is right (prints, never raises)."""
     try:
         right = max_abs_diff(answer, expected) <= atol

@@ -11,10 +11,15 @@ learned temperature (Radford et al. 2021, Fig. 3).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from course_utils import MINI_SD_PATH
+
+if TYPE_CHECKING:
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPModel, CLIPTokenizer
 
 OPENAI_CLIP = "openai/clip-vit-large-patch14"  # SD 1.5's text encoder is this model's text tower
 # OpenAI's preprocessing (its preprocessor_config.json): 224 px, bicubic, these mean and std
@@ -22,7 +27,7 @@ OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def load_mini_clip(path: str | Path = MINI_SD_PATH):
+def load_mini_clip(path: str | Path = MINI_SD_PATH) -> CLIPModel:
     """A `transformers.CLIPModel` assembled from `clip/` (vision) and `text_encoder/` (text)."""
     from safetensors.torch import load_file
     from transformers import CLIPConfig, CLIPModel, CLIPTextModel
@@ -44,7 +49,7 @@ def load_mini_clip(path: str | Path = MINI_SD_PATH):
     return model.eval()
 
 
-def load_clip(pipe):
+def load_clip(pipe: StableDiffusionPipeline) -> CLIPModel | None:
     """The CLIP that goes with `pipe`'s text encoder: mini-sd's own, or OpenAI's ViT-L/14 from
     the local cache (SD 1.5), or None when neither is on this machine (the caller says so)."""
     from course_utils.models import cached_snapshot, is_mini_sd
@@ -59,7 +64,7 @@ def load_clip(pipe):
     return CLIPModel.from_pretrained(folder, use_safetensors=True).eval()
 
 
-def images_to_clip_input(clip, images: torch.Tensor) -> torch.Tensor:
+def images_to_clip_input(clip: CLIPModel, images: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) in [0, 1] -> what `clip`'s vision tower was trained on: the mini CLIP takes
     [-1, 1] at its own size; OpenAI's CLIP takes a bicubic resize to its image size, normalised
     by OPENAI_MEAN / OPENAI_STD."""
@@ -74,7 +79,9 @@ def images_to_clip_input(clip, images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def similarity(clip, tokenizer, images: torch.Tensor, texts: list[str]) -> torch.Tensor:
+def similarity(
+    clip: CLIPModel, tokenizer: CLIPTokenizer, images: torch.Tensor, texts: list[str]
+) -> torch.Tensor:
     """cos(image_i, text_j) for images (B, 3, H, W) in [0, 1] and texts: a (B, len(texts)) matrix."""
     ids = tokenizer(
         texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
@@ -89,7 +96,11 @@ def similarity(clip, tokenizer, images: torch.Tensor, texts: list[str]) -> torch
 
 
 def zero_shot(
-    clip, tokenizer, images: torch.Tensor, labels: list[str], template: str = "a {} shape"
+    clip: CLIPModel,
+    tokenizer: CLIPTokenizer,
+    images: torch.Tensor,
+    labels: list[str],
+    template: str = "a {} shape",
 ) -> list[str]:
     """The label whose caption `template.format(label)` is most similar to each image."""
     sims = similarity(clip, tokenizer, images, [template.format(label) for label in labels])

@@ -8,6 +8,7 @@ Taught in notebooks/04_ddpm_maths.ipynb; every function equals the diffusers lin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -34,7 +35,7 @@ def alphas_cumprod(betas: torch.Tensor) -> torch.Tensor:
     return torch.cumprod(1.0 - betas, dim=0)
 
 
-def _at(values: torch.Tensor, t, x: torch.Tensor) -> torch.Tensor:
+def _at(values: torch.Tensor, t: int | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """values[t] shaped to broadcast against x: t is an int or a (B,) tensor of ints."""
     t = torch.as_tensor(t, device=values.device)
     if t.is_floating_point():
@@ -46,7 +47,7 @@ def _at(values: torch.Tensor, t, x: torch.Tensor) -> torch.Tensor:
 
 
 def add_noise(
-    x0: torch.Tensor, noise: torch.Tensor, t, alphas_cumprod: torch.Tensor
+    x0: torch.Tensor, noise: torch.Tensor, t: int | torch.Tensor, alphas_cumprod: torch.Tensor
 ) -> torch.Tensor:
     """Sample q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I)  (Ho et al. Eq. 4):
     x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise.  = DDPMScheduler.add_noise.
@@ -60,12 +61,18 @@ def add_noise(
 
 
 class Posterior(NamedTuple):
+    """The Gaussian q(x_{t-1} | x_t, x_0): its mean and its variance (Ho et al. Eq. 7)."""
+
     mean: torch.Tensor  # mu~_t(x_t, x_0)
     variance: torch.Tensor  # beta~_t
 
 
 def posterior(
-    x0: torch.Tensor, xt: torch.Tensor, t, alphas_cumprod: torch.Tensor, prev_t: int | None = None
+    x0: torch.Tensor,
+    xt: torch.Tensor,
+    t: int | torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    prev_t: int | None = None,
 ) -> Posterior:
     """q(x_{t-1} | x_t, x_0) = N(mu~_t, beta~_t I)  (Ho et al. Eqs. 6-7), with alpha_bar_{-1} := 1:
     mu~_t   = sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t) x_0
@@ -85,15 +92,19 @@ def posterior(
 
 
 class StepOut(NamedTuple):
+    """One reverse step's result, with diffusers' names as aliases (prev_sample, ...)."""
+
     prev: torch.Tensor  # x_{t-1}
     x0_pred: torch.Tensor  # x^_0, useful for previews and rewards
 
     @property
-    def prev_sample(self) -> torch.Tensor:  # diffusers' name
+    def prev_sample(self) -> torch.Tensor:
+        """x_{t-1} under diffusers' name."""
         return self.prev
 
     @property
-    def pred_original_sample(self) -> torch.Tensor:  # diffusers' name
+    def pred_original_sample(self) -> torch.Tensor:
+        """x^_0 under diffusers' name."""
         return self.x0_pred
 
 
@@ -126,7 +137,7 @@ def ddpm_step(
 
 
 def training_loss(
-    eps_model,
+    eps_model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     x0: torch.Tensor,
     alphas_cumprod: torch.Tensor,
     generator: torch.Generator | None = None,

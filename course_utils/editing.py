@@ -12,11 +12,17 @@ after every step, put back the *known* region, noised to the level of the next s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
 import torch
 import torch.nn.functional as F
 
 from course_utils.images import check_image, decode, encode, to_unit_range
 from course_utils.sampling import Generation, denoise, encode_prompt, initial_latents, prepare
+
+if TYPE_CHECKING:
+    from diffusers import SchedulerMixin, StableDiffusionPipeline
 
 
 def start_step(steps: int, strength: float) -> int:
@@ -33,7 +39,9 @@ def start_step(steps: int, strength: float) -> int:
     return steps - n_run
 
 
-def _image_latents(pipe, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def _image_latents(
+    pipe: StableDiffusionPipeline, image: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
     check_image(image)
     if image.shape[-1] % pipe.vae_scale_factor or image.shape[-2] % pipe.vae_scale_factor:
         raise ValueError(
@@ -46,16 +54,16 @@ def _image_latents(pipe, image: torch.Tensor, generator: torch.Generator) -> tor
 
 @torch.no_grad()
 def img2img(
-    pipe,
+    pipe: StableDiffusionPipeline,
     image: torch.Tensor,
-    prompt,
+    prompt: str | Sequence[str],
     *,
     strength: float = 0.8,
     steps: int = 20,
     guidance_scale: float = 7.5,
     seed: int = 0,
-    negative_prompt=None,
-    scheduler=None,
+    negative_prompt: str | Sequence[str] | None = None,
+    scheduler: SchedulerMixin = None,
 ) -> Generation:
     """SDEdit with the hand-written loop; equals StableDiffusionImg2ImgPipeline for the same
     components, seed and arguments (tests/test_editing.py)."""
@@ -98,16 +106,16 @@ def latent_mask(mask: torch.Tensor, image: torch.Tensor, factor: int) -> torch.T
 
 @torch.no_grad()
 def inpaint(
-    pipe,
+    pipe: StableDiffusionPipeline,
     image: torch.Tensor,
-    mask,
-    prompt,
+    mask: torch.Tensor,
+    prompt: str | Sequence[str],
     *,
     steps: int = 20,
     guidance_scale: float = 7.5,
     seed: int = 0,
-    negative_prompt=None,
-    scheduler=None,
+    negative_prompt: str | Sequence[str] | None = None,
+    scheduler: SchedulerMixin = None,
     overlay: bool = True,
 ) -> Generation:
     """Regenerate the masked region of `image` (1 in `mask`) to follow `prompt`, keeping the rest.
@@ -129,7 +137,7 @@ def inpaint(
     noise = torch.randn(z_image.shape, generator=setup.generator).to(z_image)
     latents = noise * scheduler.init_noise_sigma
 
-    def blend(i, t, out):
+    def blend(i: int, t: torch.Tensor, out: Any):
         known = (
             scheduler.add_noise(z_image, noise, timesteps[i + 1 : i + 2])
             if i + 1 < len(timesteps)
@@ -150,7 +158,7 @@ def inpaint(
 
 @torch.no_grad()
 def prompt_switch(
-    pipe,
+    pipe: StableDiffusionPipeline,
     prompt_a: str,
     prompt_b: str,
     switch_at: float,

@@ -31,7 +31,9 @@ def check_truncated_words(prompt: str, answer: int) -> bool:
 
 
 def check_compression_factor(
-    answer: float, image_shape=(3, 512, 512), latent_shape=(4, 64, 64)
+    answer: float,
+    image_shape: tuple[int, int, int] = (3, 512, 512),
+    latent_shape: tuple[int, int, int] = (4, 64, 64),
 ) -> bool:
     """Ex 3.1: how many image numbers per latent number?"""
     return exercise(
@@ -60,9 +62,12 @@ def check_snr_half(answer: int) -> bool:
     return exercise("SNR crosses 1 at t", answer, int(torch.nonzero(ab / (1 - ab) < 1)[0]))
 
 
-def check_velocity(answer: torch.Tensor, x1: torch.Tensor, x0: torch.Tensor, t: float) -> bool:
-    """Ex 5.1: the OT flow's velocity at time t for the pair (x0 noise, x1 data)."""
-    return exercise("OT velocity", answer, x1 - x0, atol=1e-5)
+def check_velocity(
+    answer: torch.Tensor, x_data: torch.Tensor, x_noise: torch.Tensor, t: float
+) -> bool:
+    """Ex 5.1: the OT flow's velocity at time t for the pair (x_noise at t = 0, x_data at t = 1):
+    x_t = t x_data + (1 - t) x_noise, so u = x_data - x_noise (Lipman et al. 2023, Eq. 23)."""
+    return exercise("OT velocity", answer, x_data - x_noise, atol=1e-5)
 
 
 def check_cfg(

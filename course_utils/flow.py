@@ -19,8 +19,10 @@ from collections.abc import Callable
 
 import torch
 
+TimeLike = float | torch.Tensor  # flow time t in [0, 1]: a number or a tensor of them
 
-def check_t(t) -> torch.Tensor:
+
+def check_t(t: TimeLike) -> torch.Tensor:
     """t as a float tensor; a clear error for NaN or values outside [0, 1]."""
     t = torch.as_tensor(t, dtype=torch.float32)
     if torch.isnan(t).any():
@@ -47,23 +49,23 @@ class DiffusionScheduler:
         ab_prev = torch.cat([torch.ones(1), ab[:-1]])  # alpha_bar_{-1} := 1
         self.gamma_dot = self.K * (ab_prev - ab)  # d alpha_bar / dt at each k, > 0
 
-    def model_input(self, t) -> torch.Tensor:
+    def model_input(self, t: TimeLike) -> torch.Tensor:
         """k(t) = clamp(round((1 - t) K), 0, K): the integer timestep the U-Net was trained on."""
         return torch.round((1 - check_t(t)) * self.K).long().clamp(0, self.K)
 
-    def alpha(self, t) -> torch.Tensor:
+    def alpha(self, t: TimeLike) -> torch.Tensor:
         """alpha_t = sqrt(alpha_bar_{k(t)}): how much data is in x_t."""
         return self.alphas_cumprod[self.model_input(t)].sqrt()
 
-    def beta(self, t) -> torch.Tensor:
+    def beta(self, t: TimeLike) -> torch.Tensor:
         """beta_t = sqrt(1 - alpha_bar_{k(t)}): how much noise is in x_t."""
         return (1 - self.alphas_cumprod[self.model_input(t)]).sqrt()
 
-    def alpha_dot(self, t) -> torch.Tensor:
+    def alpha_dot(self, t: TimeLike) -> torch.Tensor:
         """d alpha / dt = gamma_dot / (2 alpha) > 0."""
         return self.gamma_dot[self.model_input(t)] / (2 * self.alpha(t))
 
-    def beta_dot(self, t) -> torch.Tensor:
+    def beta_dot(self, t: TimeLike) -> torch.Tensor:
         """d beta / dt = -gamma_dot / (2 beta) < 0."""
         return -self.gamma_dot[self.model_input(t)] / (2 * self.beta(t))
 
@@ -71,19 +73,24 @@ class DiffusionScheduler:
 class OptimalTransportScheduler:
     """The straight-line (rectified-flow / conditional-OT) schedule: alpha_t = t, beta_t = 1 - t."""
 
-    def model_input(self, t) -> torch.Tensor:
+    def model_input(self, t: TimeLike) -> torch.Tensor:
+        """The model's time input is t itself (a flow-matching model is trained on t)."""
         return check_t(t)
 
-    def alpha(self, t) -> torch.Tensor:
+    def alpha(self, t: TimeLike) -> torch.Tensor:
+        """alpha_t = t (Liu et al. 2022, Eq. 1; Lipman et al. 2023, Eq. 20 with sigma_min = 0)."""
         return check_t(t)
 
-    def beta(self, t) -> torch.Tensor:
+    def beta(self, t: TimeLike) -> torch.Tensor:
+        """beta_t = 1 - t."""
         return 1 - check_t(t)
 
-    def alpha_dot(self, t) -> torch.Tensor:
+    def alpha_dot(self, t: TimeLike) -> torch.Tensor:
+        """d alpha / dt = 1."""
         return torch.ones_like(check_t(t))
 
-    def beta_dot(self, t) -> torch.Tensor:
+    def beta_dot(self, t: TimeLike) -> torch.Tensor:
+        """d beta / dt = -1."""
         return -torch.ones_like(check_t(t))
 
 
@@ -92,7 +99,9 @@ def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return v.reshape(-1, *([1] * (x.ndim - 1))) if v.ndim == 1 else v
 
 
-def epsilon_to_velocity(x: torch.Tensor, eps: torch.Tensor, t, scheduler) -> torch.Tensor:
+def epsilon_to_velocity(
+    x: torch.Tensor, eps: torch.Tensor, t: TimeLike, scheduler: DiffusionScheduler
+) -> torch.Tensor:
     """Turn an epsilon-prediction into the flow's velocity at (x, t):
         x^_1 = (x - beta_t eps) / alpha_t,        u = alpha_dot_t x^_1 + beta_dot_t eps.
     (x_t = alpha x_1 + beta x_0 with x_0 = eps; differentiate in t.)  t: scalar or (B,)."""
@@ -104,7 +113,7 @@ def epsilon_to_velocity(x: torch.Tensor, eps: torch.Tensor, t, scheduler) -> tor
 
 def euler_sample(
     velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    x0: torch.Tensor,
+    x_noise: torch.Tensor,
     steps: int,
     t_start: float = 0.0,
     t_end: float = 1.0,
@@ -112,11 +121,12 @@ def euler_sample(
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Integrate dx/dt = velocity(x, t) from t_start (noise) to t_end (data) with `steps` Euler
     steps on a uniform grid: x_{n+1} = x_n + (t_{n+1} - t_n) velocity(x_n, t_n).
-    Returns the final x and the trajectory [x_0, ..., x_steps]."""
+    `x_noise` is the start at t_start. Returns the final x (the data end) and the trajectory
+    [x at t_start, ..., x at t_end]."""
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     ts = torch.linspace(*check_t([t_start, t_end]).tolist(), steps + 1)
-    x, traj = x0, [x0]
+    x, traj = x_noise, [x_noise]
     for n in range(steps):
         x = x + (ts[n + 1] - ts[n]).item() * velocity(x, ts[n])
         traj.append(x)

@@ -14,13 +14,16 @@ Taught in notebooks/06_unet_cfg_reward.ipynb.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
 from course_utils import flow
 from course_utils.images import decode
+
+if TYPE_CHECKING:
+    from diffusers import StableDiffusionPipeline
 
 
 class Registry:
@@ -30,19 +33,21 @@ class Registry:
         self.kind = kind
         self._entries: dict[str, tuple[Callable, dict[str, Any]]] = {}
 
-    def register(self, id: str, **defaults):
+    def register(self, id: str, **defaults) -> Callable[[type], type]:
+        """A class decorator that registers the class under `id` with default keyword arguments."""
         if not isinstance(id, str) or "/" not in id:
             raise ValueError(f"{self.kind} ids look like 'domain/name', got {id!r}")
         if id in self._entries:
             raise ValueError(f"{self.kind} {id!r} is registered already")
 
-        def decorator(cls):
+        def decorator(cls: type):
             self._entries[id] = (cls, defaults)
             return cls
 
         return decorator
 
     def ids(self) -> list[str]:
+        """The registered ids, sorted."""
         return sorted(self._entries)
 
     def __contains__(self, id: str) -> bool:
@@ -55,7 +60,8 @@ class Registry:
             )
         return self._entries[id]
 
-    def make(self, id: str, **kwargs):
+    def make(self, id: str, **kwargs) -> Any:
+        """An instance of the class registered as `id`, its defaults updated by `kwargs`."""
         cls, defaults = self[id]
         return cls(**{**defaults, **kwargs})
 
@@ -89,6 +95,7 @@ class Reward:
     """r(images) -> (reward (B,), valid (B,) bool). Higher is better; invalid samples are NaN/inf."""
 
     def __call__(self, images: torch.Tensor, **kw) -> tuple[torch.Tensor, torch.Tensor]:
+        """Score (B, 3, H, W) images in [0, 1]: (reward (B,), valid (B,) bool)."""
         raise NotImplementedError
 
 
@@ -104,7 +111,8 @@ class RedReward(Reward):
     """r = mean of the red channel, in [0, 1]. Naive on purpose: white (1, 1, 1) scores 1 too
     (notebook 06 shows the model finding that out)."""
 
-    def __call__(self, images, **kw):
+    def __call__(self, images: torch.Tensor, **kw) -> tuple[torch.Tensor, torch.Tensor]:
+        """r = mean red channel, valid where finite."""
         images = _check_images(images)
         r = images[:, 0].mean(dim=(1, 2))
         return r, torch.isfinite(r)
@@ -115,7 +123,8 @@ class RednessReward(Reward):
     """r = mean over pixels of R - (G + B) / 2, in [-1, 1]: red scores 1, white and gray 0,
     cyan -1. The fix for the gamed "images/red"."""
 
-    def __call__(self, images, **kw):
+    def __call__(self, images: torch.Tensor, **kw) -> tuple[torch.Tensor, torch.Tensor]:
+        """r = mean of R - (G + B) / 2, valid where finite."""
         images = _check_images(images)
         r = (images[:, 0] - (images[:, 1] + images[:, 2]) / 2).mean(dim=(1, 2))
         return r, torch.isfinite(r)
@@ -129,12 +138,12 @@ class StableDiffusionBaseModel(BaseModel):
 
     def __init__(
         self,
-        pipe=None,
+        pipe: StableDiffusionPipeline = None,
         prompt: str = "",
         guidance_scale: float = 7.5,
         negative_prompt: str = "",
         model: str = "auto",
-        device=None,
+        device: str | torch.device | None = None,
     ):
         super().__init__()
         if pipe is None:
@@ -149,13 +158,21 @@ class StableDiffusionBaseModel(BaseModel):
 
     @property
     def device(self) -> torch.device:
+        """The pipeline's device."""
         return self.pipe.device
 
     def latent_shape(self) -> tuple[int, int, int]:
+        """(channels, side, side) of one latent, read from the U-Net's config."""
         c, s = self.pipe.unet.config.in_channels, self.pipe.unet.config.sample_size
         return (c, s, s)
 
-    def preprocess(self, prompts=None, negative_prompts=None, n: int = 1) -> dict:
+    def preprocess(
+        self,
+        prompts: str | Sequence[str] | None = None,
+        negative_prompts: str | Sequence[str] | None = None,
+        n: int = 1,
+    ) -> dict:
+        """Prompts (default: the model's prompt, n times) -> text_emb and uncond_emb (B, 77, d)."""
         from course_utils.sampling import encode_prompt
 
         prompts = prompts if prompts is not None else [self.prompt] * n
@@ -163,7 +180,16 @@ class StableDiffusionBaseModel(BaseModel):
         text_emb, uncond_emb = encode_prompt(self.pipe, prompts, negative)
         return dict(text_emb=text_emb, uncond_emb=uncond_emb)
 
-    def sample_p0(self, n, generator=None, prompts=None, negative_prompts=None, **kw):
+    def sample_p0(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        prompts: str | Sequence[str] | None = None,
+        negative_prompts: str | Sequence[str] | None = None,
+        **kw,
+    ) -> tuple[torch.Tensor, dict]:
+        """n latents of N(0, I) at t = 0 (drawn on `generator`, the CPU's by default, in the
+        U-Net's dtype) and the embeddings of their prompts."""
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be an integer >= 1, got {n!r}")
         if prompts is not None and len(prompts) != n:
@@ -172,8 +198,14 @@ class StableDiffusionBaseModel(BaseModel):
         return x.to(self.device), self.preprocess(prompts, negative_prompts, n=n)
 
     def forward(
-        self, x: torch.Tensor, t, text_emb: torch.Tensor, uncond_emb: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        t: float | torch.Tensor,
+        text_emb: torch.Tensor,
+        uncond_emb: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """eps at (x, t): the U-Net at timestep k(t), guided as (w + 1) eps_c - w eps_u
+        (Ho & Salimans 2022, Eq. 6, with w = g - 1)."""
         k = self.scheduler.model_input(t).to(self.device)
         k = k.expand(x.shape[0]) if k.ndim == 0 else k
         if self.w == 0 or uncond_emb is None:
@@ -192,6 +224,8 @@ class StableDiffusionBaseModel(BaseModel):
 
 
 class Sample(NamedTuple):
+    """What Environment.sample returns."""
+
     images: torch.Tensor  # (n, 3, H, W) in [0, 1]
     latents: torch.Tensor  # x at t = 1
     trajectory: torch.Tensor  # (steps + 1, n, ...) from t = 0 to t = 1
@@ -246,13 +280,13 @@ class Environment:
     ) -> Sample:
         """n samples: Euler on the flow from t = 0 to 1, decoded and scored. `reward_guidance` > 0
         adds the reward's gradient to every step (notebook 06, 6.7)."""
-        x0, cond = self.base_model.sample_p0(n, generator=generator, **kw)
-        x1, traj = flow.euler_sample(
-            lambda x, t: self.velocity(x, t, reward_guidance, **cond), x0, self.steps
+        x_noise, cond = self.base_model.sample_p0(n, generator=generator, **kw)
+        x_data, traj = flow.euler_sample(
+            lambda x, t: self.velocity(x, t, reward_guidance, **cond), x_noise, self.steps
         )
-        images = self.base_model.postprocess(x1).float().cpu()
+        images = self.base_model.postprocess(x_data).float().cpu()
         r, valid = self.reward(images)
-        return Sample(images, x1, torch.stack(traj), self.reward_scale * r, valid)
+        return Sample(images, x_data, torch.stack(traj), self.reward_scale * r, valid)
 
 
 def make(
@@ -260,7 +294,7 @@ def make(
     reward: str,
     discretization_steps: int,
     reward_scale: float = 1.0,
-    device=None,
+    device: str | torch.device | None = None,
     base_model_kwargs: dict | None = None,
     reward_kwargs: dict | None = None,
 ) -> Environment:

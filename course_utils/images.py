@@ -12,12 +12,17 @@ One image-range convention, two named converters:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import torch
 from PIL import Image
 
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL
 
-def to_tensor(image, size: int | tuple[int, int] | None = None) -> torch.Tensor:
+
+def to_tensor(image: Any, size: int | tuple[int, int] | None = None) -> torch.Tensor:
     """PIL image or (H, W[, C]) uint8 array -> (1, 3, H, W) float in [-1, 1].
 
     RGBA is composited on white, grayscale is repeated to 3 channels. `size` resizes (an int
@@ -63,7 +68,7 @@ def to_signed_range(x: torch.Tensor) -> torch.Tensor:
     return x * 2 - 1
 
 
-def check_image(image, name: str = "image") -> torch.Tensor:
+def check_image(image: Any, name: str = "image") -> torch.Tensor:
     """A clear error for an image the VAE would silently misread: not (B, 3, H, W), not finite,
     or outside [-1, 1] (a 0..255 image, say). Returns the image unchanged."""
     if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[1] != 3:
@@ -98,7 +103,10 @@ def to_pil(x: torch.Tensor) -> list[Image.Image]:
 
 @torch.no_grad()
 def encode(
-    vae, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
+    vae: AutoencoderKL,
+    x: torch.Tensor,
+    sample: bool = False,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """x in [-1, 1] -> *scaled* latents z = scaling_factor * E(x) (the posterior mean, or a sample)."""
     dist = vae.encode(check_image(x).to(vae.device, vae.dtype)).latent_dist
@@ -107,7 +115,7 @@ def encode(
 
 
 def decode(
-    vae, z: torch.Tensor, value_range: str = "signed", keep_grad: bool = False
+    vae: AutoencoderKL, z: torch.Tensor, value_range: str = "signed", keep_grad: bool = False
 ) -> torch.Tensor:
     """Scaled latents -> images: x = D(z / scaling_factor), in [-1, 1] ("signed") or [0, 1]
     ("unit", as diffusers' pipelines return them: the range is changed in the model's dtype,
@@ -129,7 +137,7 @@ def decode(
     return x if keep_grad else x.float().cpu()
 
 
-def _decode_in_float32(vae, z: torch.Tensor) -> torch.Tensor:
+def _decode_in_float32(vae: AutoencoderKL, z: torch.Tensor) -> torch.Tensor:
     from diffusers.utils import logging as dlogging
 
     dtype, level = vae.dtype, dlogging.get_verbosity()

@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from course_utils import MINI_SD_PATH
 from course_utils._quiet import quiet_torchvision_hint
 from course_utils.device import default_dtype, get_device
+
+if TYPE_CHECKING:
+    from diffusers import StableDiffusionPipeline
 
 SD15_REPO_IDS = (
     "sd-legacy/stable-diffusion-v1-5",
@@ -117,7 +121,7 @@ def load_pipeline(
     name: str = "auto",
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
-):
+) -> StableDiffusionPipeline:
     """Load a `StableDiffusionPipeline` offline, on `device` (default: get_device()) in `dtype`
     (default: `default_dtype(device)`: COURSE_DTYPE, else fp16 on CUDA and fp32 elsewhere).
     No safety checker; safetensors only."""
@@ -160,7 +164,7 @@ def load_pipeline(
         dlogging.set_verbosity(level)
 
 
-def is_mini_sd(pipe) -> bool:
+def is_mini_sd(pipe: StableDiffusionPipeline) -> bool:
     """True when `pipe` is the embedded mini-sd: the one visible guard of the cells that
     measure mini-sd's *trained* quality (judge accuracy, zero-shot, PSNR thresholds).
 

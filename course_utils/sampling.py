@@ -4,7 +4,7 @@
     z_T       ~ N(0, I) * scheduler.init_noise_sigma            (4 x H/8 x W/8, seeded on the CPU)
     for t in scheduler.timesteps:
         eps_u, eps_c = unet([z_t, z_t], t, [uncond_emb, text_emb])  (one batched call)
-        eps = eps_u + w (eps_c - eps_u)                            (Ho & Salimans 2022, Eq. 6)
+        eps = eps_u + g (eps_c - eps_u),  g = guidance_scale       (Ho & Salimans 2022, Eq. 6)
         z_t = scheduler.step(eps, t, z_t)
     image = vae.decode(z_0 / scaling_factor)  in [-1, 1] -> [0, 1]
 
@@ -18,14 +18,17 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
 from course_utils.images import decode
 
+if TYPE_CHECKING:
+    from diffusers import SchedulerMixin, StableDiffusionPipeline
 
-def as_prompt_list(prompts, name: str = "prompt") -> list[str]:
+
+def as_prompt_list(prompts: str | Sequence[str], name: str = "prompt") -> list[str]:
     """A prompt or a list of prompts as a non-empty list of strings (a clear error otherwise)."""
     if isinstance(prompts, str):
         return [prompts]
@@ -44,7 +47,7 @@ def as_prompt_list(prompts, name: str = "prompt") -> list[str]:
 
 
 @torch.no_grad()
-def embed_text(pipe, prompts: list[str]) -> torch.Tensor:
+def embed_text(pipe: StableDiffusionPipeline, prompts: list[str]) -> torch.Tensor:
     """CLIP's last_hidden_state of prompts padded/truncated to 77 tokens: (B, 77, d)."""
     ids = pipe.tokenizer(
         prompts,
@@ -56,7 +59,11 @@ def embed_text(pipe, prompts: list[str]) -> torch.Tensor:
     return pipe.text_encoder(ids.to(pipe.device))[0].to(pipe.text_encoder.dtype)
 
 
-def encode_prompt(pipe, prompts, negative_prompts=None) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_prompt(
+    pipe: StableDiffusionPipeline,
+    prompts: str | Sequence[str],
+    negative_prompts: str | Sequence[str] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(text_emb, uncond_emb), each (B, 77, d). The unconditional embedding is that of
     `negative_prompts` (a string or one per prompt), or of the empty prompt "" by default."""
     prompts = as_prompt_list(prompts)
@@ -72,6 +79,8 @@ def encode_prompt(pipe, prompts, negative_prompts=None) -> tuple[torch.Tensor, t
 
 
 class Generation(NamedTuple):
+    """What `generate` and the editing helpers return."""
+
     images: torch.Tensor  # (B, 3, H, W) in [0, 1], float32 on the CPU
     latents: torch.Tensor  # final latents z_0 (B, 4, H/8, W/8), as the U-Net sees them
     trajectory: list[torch.Tensor] | None  # latents after each step (return_trajectory=True)
@@ -93,7 +102,14 @@ class Guidance(NamedTuple):
     guidance_scale: float  # g: eps = eps_u + g (eps_c - eps_u); g <= 1 means no guidance
 
 
-def check_generate_args(pipe, steps, guidance_scale, height, width, seed=0) -> tuple[int, int]:
+def check_generate_args(
+    pipe: StableDiffusionPipeline,
+    steps: int,
+    guidance_scale: float,
+    height: int | None,
+    width: int | None,
+    seed: int = 0,
+) -> tuple[int, int]:
     """Clear errors for the arguments people get wrong; returns (height, width), the model's
     default size (unet.config.sample_size x vae_scale_factor) where None is given."""
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
@@ -132,16 +148,16 @@ class Setup(NamedTuple):
 
 
 def prepare(
-    pipe,
-    prompt,
+    pipe: StableDiffusionPipeline,
+    prompt: str | Sequence[str],
     *,
     steps: int,
     guidance_scale: float,
     seed: int,
     height: int | None = None,
     width: int | None = None,
-    negative_prompt=None,
-    scheduler=None,
+    negative_prompt: str | Sequence[str] | None = None,
+    scheduler: SchedulerMixin = None,
 ) -> Setup:
     """Check the arguments, embed the prompts, seed a CPU generator and set the scheduler's
     timesteps (first: init_noise_sigma may depend on them). `scheduler` replaces
@@ -157,7 +173,12 @@ def prepare(
 
 
 def initial_latents(
-    pipe, batch: int, height: int, width: int, generator: torch.Generator, scheduler
+    pipe: StableDiffusionPipeline,
+    batch: int,
+    height: int,
+    width: int,
+    generator: torch.Generator,
+    scheduler: SchedulerMixin,
 ) -> torch.Tensor:
     """z_T ~ N(0, I) scaled by the scheduler's init_noise_sigma, drawn on the generator's device
     (the CPU by default, so a seed gives the same picture on any device)."""
@@ -173,7 +194,13 @@ def initial_latents(
     return z.to(pipe.device) * scheduler.init_noise_sigma
 
 
-def guided_eps(pipe, latents, t, guidance: Guidance, scheduler) -> torch.Tensor:
+def guided_eps(
+    pipe: StableDiffusionPipeline,
+    latents: torch.Tensor,
+    t: int | torch.Tensor,
+    guidance: Guidance,
+    scheduler: SchedulerMixin,
+) -> torch.Tensor:
     """eps = eps_u + g (eps_c - eps_u)  (Ho & Salimans 2022, Eq. 6), one U-Net call on the
     doubled batch (none doubled when g <= 1, as in diffusers)."""
     text_emb, uncond_emb, g = guidance
@@ -189,11 +216,11 @@ def guided_eps(pipe, latents, t, guidance: Guidance, scheduler) -> torch.Tensor:
 
 
 def denoise(
-    pipe,
+    pipe: StableDiffusionPipeline,
     latents: torch.Tensor,
-    timesteps,
+    timesteps: torch.Tensor,
     guidance: Guidance,
-    scheduler,
+    scheduler: SchedulerMixin,
     generator: torch.Generator | None = None,
     eta: float = 0.0,
     on_step: Callable | None = None,
@@ -217,16 +244,16 @@ def denoise(
 
 @torch.no_grad()
 def generate(
-    pipe,
-    prompt,
+    pipe: StableDiffusionPipeline,
+    prompt: str | Sequence[str],
     *,
     steps: int = 20,
     guidance_scale: float = 7.5,
     seed: int = 0,
     height: int | None = None,
     width: int | None = None,
-    negative_prompt=None,
-    scheduler=None,
+    negative_prompt: str | Sequence[str] | None = None,
+    scheduler: SchedulerMixin = None,
     callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
     return_trajectory: bool = False,
     eta: float = 0.0,
@@ -251,7 +278,7 @@ def generate(
     )
     trajectory, x0_preds = ([], []) if return_trajectory else (None, None)
 
-    def record(i, t, out):
+    def record(i: int, t: int | torch.Tensor, out: Any):
         if return_trajectory:
             trajectory.append(out.prev_sample.cpu())
             x0 = getattr(out, "pred_original_sample", None)

@@ -22,11 +22,14 @@ import json
 import unicodedata
 from functools import lru_cache
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import regex
 
 from course_utils import MINI_SD_PATH
+
+if TYPE_CHECKING:
+    from transformers import CLIPTokenizer
 
 BOS_ID, EOS_ID = 49406, 49407  # <|startoftext|>, <|endoftext|> (also SD's padding token)
 SPECIALS = ("<|startoftext|>", "<|endoftext|>")  # typed verbatim in a prompt, they stay whole
@@ -80,6 +83,8 @@ def to_byte_symbols(piece: str) -> list[str]:
 
 
 class MergeStep(NamedTuple):
+    """One BPE merge, as `SimpleCLIPTokenizer.bpe_steps` shows it."""
+
     pair: tuple[str, str]  # the pair merged at this step
     rank: int  # its rank in merges.txt (lower = learned earlier = merged first)
     symbols: list[str]  # the symbols after the merge
@@ -97,7 +102,7 @@ class TokenTrace(NamedTuple):
     n_truncated: int  # how many BPE tokens the truncation dropped
 
 
-def clip_tokenizer(path: str | Path = TOKENIZER_DIR):
+def clip_tokenizer(path: str | Path = TOKENIZER_DIR) -> CLIPTokenizer:
     """transformers' `CLIPTokenizer` from a folder's vocab.json and merges.txt (default: the
     course's copy of CLIP's BPE files). Built from files it needs `model_max_length=77` said
     explicitly; `from_pretrained` would read it from tokenizer_config.json. The reference that
@@ -110,7 +115,7 @@ def clip_tokenizer(path: str | Path = TOKENIZER_DIR):
     )
 
 
-def _check_text(text) -> str:
+def _check_text(text: object) -> str:
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}: {text!r:.60}")
     return text

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-def _to_hwc(img) -> np.ndarray:
+
+def _to_hwc(img: Any) -> np.ndarray:
     """PIL image, (3, H, W) tensor in [0, 1] or (H, W, 3) array -> (H, W, 3) array for imshow."""
     if isinstance(img, torch.Tensor):
         img = img.detach().float().cpu()
@@ -27,7 +31,7 @@ def grid(
     ncols: int | None = None,
     size: float = 1.6,
     suptitle: str | None = None,
-):
+) -> Figure:
     """Show images in a grid (tensors in [0, 1], PIL images or arrays); returns the figure."""
     images = list(images)
     ncols = ncols or len(images)
@@ -48,7 +52,7 @@ def grid(
     return fig
 
 
-def latent_channels(z: torch.Tensor, title: str = "latent channels", size: float = 1.6):
+def latent_channels(z: torch.Tensor, title: str = "latent channels", size: float = 1.6) -> Figure:
     """The 4 channels of one latent (4, h, w) side by side, each with its own colour scale."""
     z = z.detach().float().cpu()
     z = z[0] if z.ndim == 4 else z
@@ -63,14 +67,14 @@ def latent_channels(z: torch.Tensor, title: str = "latent channels", size: float
 
 
 def curves(
-    x,
+    x: Sequence[float],
     ys: dict[str, Sequence[float]],
     xlabel: str = "",
     ylabel: str = "",
     title: str = "",
     logy: bool = False,
-    size=(5, 3),
-):
+    size: tuple[float, float] = (5, 3),
+) -> Figure:
     """Several named curves over the same x; returns the figure."""
     fig, ax = plt.subplots(figsize=size)
     for name, y in ys.items():
@@ -84,6 +88,8 @@ def curves(
     return fig
 
 
-def denoising_strip(images: Sequence, steps: Sequence[int], title: str = "denoising, step by step"):
+def denoising_strip(
+    images: Sequence, steps: Sequence[int], title: str = "denoising, step by step"
+) -> Figure:
     """A row of images labelled by step: the picture emerging from the noise."""
     return grid(images, titles=[f"step {s}" for s in steps], suptitle=title)

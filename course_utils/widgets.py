@@ -3,12 +3,25 @@ the widget shows, so tests call it without a browser; `*_panel` wires it to slid
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from course_utils import flow
 
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL, StableDiffusionPipeline
+    from ipywidgets import interactive
+    from PIL import Image
 
-def generate_image(pipe, prompt: str, guidance_scale: float = 7.5, steps: int = 20, seed: int = 0):
+
+def generate_image(
+    pipe: StableDiffusionPipeline,
+    prompt: str,
+    guidance_scale: float = 7.5,
+    steps: int = 20,
+    seed: int = 0,
+) -> Image.Image:
     """The 06 control panel's callback: one picture (PIL) for the current settings."""
     from course_utils.sampling import generate
 
@@ -44,7 +57,9 @@ def scaled_channel(z: torch.Tensor, channel: int, scale: float) -> torch.Tensor:
     return out
 
 
-def generate_panel(pipe, prompt: str = "a red circle on a blue background"):
+def generate_panel(
+    pipe: StableDiffusionPipeline, prompt: str = "a red circle on a blue background"
+) -> interactive:
     """Prompt, guidance, steps and seed controls that regenerate the picture."""
     import ipywidgets as w
 
@@ -56,14 +71,16 @@ def generate_panel(pipe, prompt: str = "a red circle on a blue background"):
     )  # fmt: skip
 
 
-def flow_panel(scheduler: flow.DiffusionScheduler, vae, z1: torch.Tensor):
+def flow_panel(
+    scheduler: flow.DiffusionScheduler, vae: AutoencoderKL, z1: torch.Tensor
+) -> interactive:
     """A t-slider: alpha, beta, their derivatives, and the decoded noisy latent x_t."""
     import ipywidgets as w
     from IPython.display import display
 
     from course_utils.images import decode, to_pil
 
-    def show(t):
+    def show(t: float):
         s = flow_state(scheduler, z1, t)
         print(
             f"t={s['t']:.2f}  k={s['k']}  alpha={s['alpha']:.3f}  beta={s['beta']:.3f}  alpha_dot={s['alpha_dot']:.3f}  beta_dot={s['beta_dot']:.3f}"
@@ -75,14 +92,14 @@ def flow_panel(scheduler: flow.DiffusionScheduler, vae, z1: torch.Tensor):
     )
 
 
-def channel_panel(vae, z: torch.Tensor):
+def channel_panel(vae: AutoencoderKL, z: torch.Tensor) -> interactive:
     """A slider per latent channel scale: what each of the 4 channels does to the decoded picture."""
     import ipywidgets as w
     from IPython.display import display
 
     from course_utils.images import decode, to_pil
 
-    def show(channel, scale):
+    def show(channel: int, scale: float):
         display(to_pil(decode(vae, scaled_channel(z, channel, scale)))[0].resize((192, 192)))
 
     return w.interactive(

@@ -13,8 +13,13 @@ The scheduler is SD 1.5's: PNDM over the scaled-linear betas 0.00085 -> 0.012, 1
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig
 
 SD_SCHEDULER = dict(
     beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
@@ -56,7 +61,8 @@ ARCHS: dict[str, dict] = {
 }  # fmt: skip
 
 
-def text_config(arch: str):
+def text_config(arch: str) -> CLIPTextConfig:
+    """The `CLIPTextConfig` of an architecture: CLIP's vocabulary and 77 positions, its widths."""
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
@@ -66,7 +72,8 @@ def text_config(arch: str):
     )  # fmt: skip
 
 
-def build_vae(arch: str):
+def build_vae(arch: str) -> AutoencoderKL:
+    """A randomly initialised `AutoencoderKL`: x8 down-sampling (4 blocks), 4 latent channels."""
     from diffusers import AutoencoderKL
 
     n = len(ARCHS[arch]["vae"]["block_out_channels"])
@@ -77,7 +84,9 @@ def build_vae(arch: str):
     )  # fmt: skip
 
 
-def build_unet(arch: str):
+def build_unet(arch: str) -> UNet2DConditionModel:
+    """A randomly initialised `UNet2DConditionModel` with SD 1.5's block types, cross-attending
+    to text embeddings of the architecture's width."""
     from diffusers import UNet2DConditionModel
 
     cfg = ARCHS[arch]["unet"]
@@ -92,7 +101,7 @@ def build_unet(arch: str):
 
 def build_random_pipeline(
     arch: str = "tiny", seed: int = 0, tokenizer_dir: str | Path | None = None
-):
+) -> StableDiffusionPipeline:
     """A `StableDiffusionPipeline` of the given size with random weights and CLIP's real
     tokenizer. Used by tests (tiny), as mini-sd's starting point, and for GPU timings (sd15)."""
     from course_utils._quiet import quiet_torchvision_hint

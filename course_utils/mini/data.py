@@ -132,13 +132,15 @@ def parse_prompt(prompt: str) -> dict[str, str]:
     return found
 
 
-def _nearest(rgb: np.ndarray, table: dict[str, tuple[int, int, int]], exclude=()) -> str:
+def _nearest(
+    rgb: np.ndarray, table: dict[str, tuple[int, int, int]], exclude: tuple[str, ...] = ()
+) -> str:
     names = [n for n in table if n not in exclude]
     d = [np.linalg.norm(rgb - np.array(table[n], dtype=float)) for n in names]
     return names[int(np.argmin(d))]
 
 
-def judge(image) -> dict[str, str | None]:
+def judge(image: np.ndarray) -> dict[str, str | None]:
     """Read a picture back: background (border median), the shape's colour (median of the
     pixels far from the background), shape (fill ratio of its bounding box: square ~0.97,
     circle ~0.79, triangle ~0.5), position (centroid) and size (bounding-box width).
