@@ -63,7 +63,7 @@ def img2img(
     guidance_scale: float = 7.5,
     seed: int = 0,
     negative_prompt: str | Sequence[str] | None = None,
-    scheduler: SchedulerMixin = None,
+    scheduler: SchedulerMixin | None = None,
 ) -> Generation:
     """SDEdit with the hand-written loop; equals StableDiffusionImg2ImgPipeline for the same
     components, seed and arguments (tests/test_editing.py)."""
@@ -115,7 +115,7 @@ def inpaint(
     guidance_scale: float = 7.5,
     seed: int = 0,
     negative_prompt: str | Sequence[str] | None = None,
-    scheduler: SchedulerMixin = None,
+    scheduler: SchedulerMixin | None = None,
     overlay: bool = True,
 ) -> Generation:
     """Regenerate the masked region of `image` (1 in `mask`) to follow `prompt`, keeping the rest.

@@ -138,7 +138,7 @@ class StableDiffusionBaseModel(BaseModel):
 
     def __init__(
         self,
-        pipe: StableDiffusionPipeline = None,
+        pipe: StableDiffusionPipeline | None = None,
         prompt: str = "",
         guidance_scale: float = 7.5,
         negative_prompt: str = "",
@@ -319,7 +319,9 @@ def make(
 def reward_guided_sample(
     env: Environment, n: int, scale: float = 1.0, generator: torch.Generator | None = None, **kw
 ) -> Sample:
-    """Reward-gradient guidance: Euler on the flow plus the reward's gradient at the predicted
-    clean latent, x <- x + dt (u(x, t) + scale * grad / std(grad)). Too large a scale
+    """Reward-gradient guidance (notebook 06, section 6.7): Euler on the flow plus the reward's
+    gradient at the predicted clean latent, x <- x + dt (u(x, t) + scale * grad / std(grad)) —
+    the gradient of a differentiable reward through the decoder at x^_data, as in universal
+    guidance (Bansal et al. 2023, "forward guidance") and DPS (Chung et al. 2023, Alg. 1). Too large a scale
     over-optimises: the reward rises while the prompt is forgotten (notebook 06)."""
     return env.sample(n, generator=generator, reward_guidance=scale, **kw)

@@ -117,7 +117,8 @@ def encode(
 def decode(
     vae: AutoencoderKL, z: torch.Tensor, value_range: str = "signed", keep_grad: bool = False
 ) -> torch.Tensor:
-    """Scaled latents -> images: x = D(z / scaling_factor), in [-1, 1] ("signed") or [0, 1]
+    """Scaled latents -> images: x = D(z / scaling_factor) (the autoencoder of latent diffusion,
+    Rombach et al. 2022, Sec. 3; notebook 03), in [-1, 1] ("signed") or [0, 1]
     ("unit", as diffusers' pipelines return them: the range is changed in the model's dtype,
     then cast, exactly as `VaeImageProcessor.postprocess`). float32 on the CPU.
 

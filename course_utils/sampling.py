@@ -157,7 +157,7 @@ def prepare(
     height: int | None = None,
     width: int | None = None,
     negative_prompt: str | Sequence[str] | None = None,
-    scheduler: SchedulerMixin = None,
+    scheduler: SchedulerMixin | None = None,
 ) -> Setup:
     """Check the arguments, embed the prompts, seed a CPU generator and set the scheduler's
     timesteps (first: init_noise_sigma may depend on them). `scheduler` replaces
@@ -253,7 +253,7 @@ def generate(
     height: int | None = None,
     width: int | None = None,
     negative_prompt: str | Sequence[str] | None = None,
-    scheduler: SchedulerMixin = None,
+    scheduler: SchedulerMixin | None = None,
     callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
     return_trajectory: bool = False,
     eta: float = 0.0,

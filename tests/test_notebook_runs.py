@@ -21,14 +21,17 @@ dtype mismatches. Set SD_COURSE_HALF=float16 to run this file in float16 instead
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import re
+import time
 from pathlib import Path
 
 import nbformat
 import pytest
 import torch
-from nbclient import NotebookClient
+from jupyter_client import KernelManager
 
 from course_utils.mini.arch import build_random_pipeline
 
@@ -49,40 +52,75 @@ def run_settings(run: str, sd15_small_dir: Path, openai_clip_home: Path) -> dict
     }
 
 
-def execute(path: Path, env: dict[str, str], monkeypatch) -> list[str]:
-    """Execute every cell of a notebook in a fresh kernel that inherits `env`; return one line
-    per cell that raised: its index, its first line and the error (short, without colours)."""
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    nb = nbformat.read(path, as_version=4)
-    NotebookClient(
-        nb,
-        timeout=600,
-        startup_timeout=120,
-        kernel_name="python3",
-        allow_errors=True,
-        resources={"metadata": {"path": str(path.parent)}},
-    ).execute()
+def execute(path: Path, env: dict[str, str], cell_timeout: float = 600) -> list[str]:
+    """Execute every code cell of a notebook in a fresh kernel with `env`; return one line per
+    cell that raised: its index, its first line and the error (short, without colours).
+
+    Written on jupyter_client directly (as nbval is), not on nbclient: nbclient intermittently
+    deadlocks on cells that display ipywidgets (jupyter/nbclient#312, jupyter/nbconvert#2029),
+    which hung this test twice in ~40 runs. Here the shell reply and the IOPub idle are both
+    polled, so a lost message costs at most a few seconds, never a hang."""
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel(cwd=str(path.parent), env=os.environ | env | {"MPLBACKEND": "Agg"})
+    kc = km.client()
+    kc.start_channels()
     failures = []
-    for i, cell in enumerate(nb.cells):
-        for out in cell.get("outputs", []):
-            if out.get("output_type") == "error":
-                where = [re.sub(r"\x1b\[[0-9;]*m", "", t) for t in out["traceback"]]
-                line = next((w for w in reversed(where) if "----> " in w or "--> " in w), "")
-                first = cell.source.splitlines()[0] if cell.source else ""
-                failures.append(
-                    f"cell {i} ({first[:60]!r}): {out['ename']}: {out['evalue'][:300]}"
-                    + (f"\n      at {line.strip().splitlines()[-1][:200]}" if line else "")
-                )
+    try:
+        kc.wait_for_ready(timeout=120)
+        nb = nbformat.read(path, as_version=4)
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type != "code" or not cell.source.strip():
+                continue
+            for error in run_cell(kc, km, cell.source, cell_timeout):
+                first = cell.source.splitlines()[0]
+                failures.append(f"cell {i} ({first[:60]!r}): {error}")
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
     return failures
+
+
+def run_cell(kc, km, source: str, timeout: float) -> list[str]:
+    """Run one cell; the errors it raised, as 'Name: message' plus the failing line.
+
+    Done when the kernel's IOPub says idle for this cell. Should a message be lost (the
+    intermittent deadlock above), two fall-backs end the wait: the shell reply came 5 s ago, or,
+    after 30 s without a word about this cell, an empty probe cell sent behind it has been
+    answered (the kernel runs cells in order, so this one is over)."""
+    msg_id = kc.execute(source, allow_stdin=False, stop_on_error=False)
+    errors, replied, probe_id, probed = [], None, None, None
+    start = last_heard = time.monotonic()
+    while True:
+        now = time.monotonic()
+        if now - start > timeout:
+            return errors + [f"TimeoutError: the cell ran longer than {timeout:.0f} s"]
+        if not km.is_alive():
+            return errors + ["DeadKernelError: the kernel died while running this cell"]
+        if (replied and now > replied + 5) or (probed and now > probed + 2):
+            return errors
+        if probe_id is None and now - last_heard > 30:
+            probe_id = kc.execute("", silent=True, store_history=False)
+        with contextlib.suppress(queue.Empty):
+            msg = kc.get_iopub_msg(timeout=0.2)
+            if msg["parent_header"].get("msg_id") == msg_id:
+                last_heard, content = time.monotonic(), msg["content"]
+                if msg["msg_type"] == "error":
+                    lines = [re.sub(r"\x1b\[[0-9;]*m", "", t) for t in content["traceback"]]
+                    where = next((w for w in reversed(lines) if "--> " in w), "")
+                    at = where.strip().splitlines()[-1][:200] if where else ""
+                    errors.append(f"{content['ename']}: {content['evalue'][:300]}\n      at {at}")
+                if msg["msg_type"] == "status" and content["execution_state"] == "idle":
+                    return errors
+        with contextlib.suppress(queue.Empty):
+            parent = kc.get_shell_msg(timeout=0)["parent_header"].get("msg_id")
+            replied = time.monotonic() if parent == msg_id else replied
+            probed = time.monotonic() if parent == probe_id else probed
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS)
 @pytest.mark.parametrize("run", ["half", "sd15-small"])
-def test_notebook_runs(run, notebook, sd15_small_dir, openai_clip_home, monkeypatch):
-    env = run_settings(run, sd15_small_dir, openai_clip_home)
-    failures = execute(NB_DIR / notebook, env, monkeypatch)
+def test_notebook_runs(run, notebook, sd15_small_dir, openai_clip_home):
+    failures = execute(NB_DIR / notebook, run_settings(run, sd15_small_dir, openai_clip_home))
     assert not failures, f"{notebook} ({run} run):\n  " + "\n  ".join(failures)
 
 
