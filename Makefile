@@ -32,7 +32,7 @@ my-notebooks: ## copy course notebooks you don't have yet into my_notebooks/ (ne
 	@for nb in $(NB); do [ -e "$(MY)/$$(basename $$nb)" ] || cp "$$nb" "$(MY)/"; done
 	@echo "Your working copies are in $(MY)/ (never overwritten: delete one to get the course's version back)."
 
-test: setup lint ## unit tests + every notebook executed by nbval
+test: setup lint ## unit tests + every notebook three times (nbval fp32; bfloat16; an SD 1.5-shaped model)
 	$(PY) -m pytest tests notebooks $(NBVAL) -q
 
 unit: setup ## unit tests only
