@@ -111,8 +111,8 @@ def epsilon_to_velocity(
     t: scalar or (B,)."""
     a, b = _bcast(scheduler.alpha(t), x), _bcast(scheduler.beta(t), x)
     ad, bd = _bcast(scheduler.alpha_dot(t), x), _bcast(scheduler.beta_dot(t), x)
-    x1_pred = (x - b * eps) / a
-    return ad * x1_pred + bd * eps
+    x_data_pred = (x - b * eps) / a
+    return ad * x_data_pred + bd * eps
 
 
 def euler_sample(

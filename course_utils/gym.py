@@ -262,15 +262,15 @@ class Environment:
         return u
 
     def reward_direction(self, x: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """grad r(postprocess(x1_pred)) w.r.t. x1_pred = (x - beta_t eps) / alpha_t, divided by its
+        """grad r(postprocess(x_data_pred)) w.r.t. x_data_pred = (x - beta_t eps) / alpha_t, divided by its
         standard deviation per sample (so a guidance scale is in units of the latent's spread)."""
         sch = self.base_model.scheduler
         with torch.enable_grad():
-            x1_pred = (
+            x_data_pred = (
                 ((x - sch.beta(t).to(x) * eps) / sch.alpha(t).to(x)).detach().requires_grad_(True)
             )
             (grad,) = torch.autograd.grad(
-                self.reward(self.base_model.postprocess(x1_pred))[0].sum(), x1_pred
+                self.reward(self.base_model.postprocess(x_data_pred))[0].sum(), x_data_pred
             )
         return grad / grad.flatten(1).std(dim=1).clamp_min(1e-12).view(-1, *[1] * (x.ndim - 1))
 
