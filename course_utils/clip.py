@@ -73,8 +73,12 @@ def images_to_clip_input(clip: CLIPModel, images: torch.Tensor) -> torch.Tensor:
     if getattr(clip, "is_mini_clip", False):
         return images * 2 - 1
     size = clip.config.vision_config.image_size
-    x = torch.nn.functional.interpolate(images, size=(size, size), mode="bicubic").clamp(0, 1)
-    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (OPENAI_MEAN, OPENAI_STD))
+    x = torch.nn.functional.interpolate(
+        images, size=(size, size), mode="bicubic", antialias=True
+    ).clamp(0, 1)
+    mean, std = (
+        torch.tensor(v, device=x.device).view(1, 3, 1, 1) for v in (OPENAI_MEAN, OPENAI_STD)
+    )
     return (x - mean) / std
 
 

@@ -35,14 +35,18 @@ def alphas_cumprod(betas: torch.Tensor) -> torch.Tensor:
     return torch.cumprod(1.0 - betas, dim=0)
 
 
-def _at(values: torch.Tensor, t: int | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """values[t] shaped to broadcast against x: t is an int or a (B,) tensor of ints."""
+def _at(
+    values: torch.Tensor, t: int | torch.Tensor, x: torch.Tensor, cast: bool = True
+) -> torch.Tensor:
+    """values[t] shaped to broadcast against x: t is an int or a (B,) tensor of ints. `cast`
+    converts to x's dtype first (as diffusers' add_noise does); without it the schedule stays in
+    its own float32 (as diffusers' step does: in fp16, 1 - alpha_bar_t near t = 0 would round)."""
     t = torch.as_tensor(t, device=values.device)
     if t.is_floating_point():
         raise TypeError("t must hold integer timesteps (0 .. T-1), got floats")
     if (t < 0).any() or (t >= len(values)).any():
         raise ValueError(f"timesteps must be in [0, {len(values) - 1}], got {t.tolist()}")
-    v = values.to(x.dtype)[t].flatten().to(x.device)
+    v = (values.to(x.dtype) if cast else values)[t].flatten().to(x.device)
     return v.reshape(-1, *([1] * (x.ndim - 1))) if v.numel() > 1 else v.reshape(())
 
 
@@ -82,13 +86,16 @@ def posterior(
     same formulas with alpha_bar_{prev_t} in place of alpha_bar_{t-1}."""
     if prev_t is None:
         ab_prev_all = torch.cat([torch.ones(1, dtype=alphas_cumprod.dtype), alphas_cumprod[:-1]])
-        ab_prev = _at(ab_prev_all, t, xt)
+        ab_prev = _at(ab_prev_all, t, xt, cast=False)
     else:
-        ab_prev = _at(alphas_cumprod, prev_t, xt) if prev_t >= 0 else xt.new_ones(())
-    ab = _at(alphas_cumprod, t, xt)
-    beta = 1 - ab / ab_prev
-    mean = ab_prev**0.5 * beta / (1 - ab) * x0 + (1 - beta) ** 0.5 * (1 - ab_prev) / (1 - ab) * xt
-    return Posterior(mean, (1 - ab_prev) / (1 - ab) * beta)
+        one = torch.ones((), dtype=alphas_cumprod.dtype, device=xt.device)
+        ab_prev = _at(alphas_cumprod, prev_t, xt, cast=False) if prev_t >= 0 else one
+    ab = _at(alphas_cumprod, t, xt, cast=False)  # coefficients in float32, as diffusers' step
+    alpha = ab / ab_prev
+    beta = 1 - alpha
+    mean = ab_prev**0.5 * beta / (1 - ab) * x0 + alpha**0.5 * (1 - ab_prev) / (1 - ab) * xt
+    variance = (1 - ab_prev) / (1 - ab) * beta
+    return Posterior(mean.to(xt.dtype), variance)
 
 
 class StepOut(NamedTuple):
@@ -123,8 +130,9 @@ def ddpm_step(
            (clamped to [-clip_sample, clip_sample] if given; SD does not clamp)
         2. x_{t-1} = mu~_t(x_t, x^_0) + sigma_t z,  z ~ N(0, I), no noise at t = 0   (Eq. 7)
     `prev_t` defaults to t - 1 (all 1000 steps); a scheduler with fewer steps jumps further.
-    z is drawn with `generator` on eps's device and dtype, exactly as diffusers draws it."""
-    ab = _at(alphas_cumprod, t, xt)
+    z is drawn with `generator` in eps's dtype on eps's device (give a generator on that device;
+    diffusers draws on the generator's device and moves the noise)."""
+    ab = _at(alphas_cumprod, t, xt, cast=False)
     x0_pred = (xt - (1 - ab) ** 0.5 * eps) / ab**0.5  # 1. Eq. 15
     if clip_sample is not None:
         x0_pred = x0_pred.clamp(-clip_sample, clip_sample)

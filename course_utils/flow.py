@@ -1,8 +1,7 @@
 """The DDPM schedule read as a flow-matching schedule (taught in 05_scheduler_conversion).
 
 Flow-matching convention (Lipman et al. 2023, "Flow Matching for Generative Modeling",
-Sec. 4, with time reversed to run from noise to data; Liu et al. 2022, "Rectified Flow",
-Eq. 1): t in [0, 1], t = 0 is x_noise ~ N(0, I), t = 1 is x_data, and
+Sec. 4; Liu et al. 2022, "Rectified Flow", Eq. 1): t in [0, 1], t = 0 is x_noise ~ N(0, I), t = 1 is x_data, and
     x_t = alpha_t x_data + beta_t x_noise,     velocity  u_t = alpha_dot_t x_data + beta_dot_t x_noise.
 (In DDPM notation, notebook 04, x_noise is eps and x_data is x0: we never write x0/x1 here.)
 A DDPM with cumulative products alpha_bar_k (k = 0 .. K, K = T - 1; k = K is the noisiest) is
@@ -103,7 +102,10 @@ def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def epsilon_to_velocity(
-    x: torch.Tensor, eps: torch.Tensor, t: TimeLike, scheduler: DiffusionScheduler
+    x: torch.Tensor,
+    eps: torch.Tensor,
+    t: TimeLike,
+    scheduler: DiffusionScheduler | OptimalTransportScheduler,
 ) -> torch.Tensor:
     """Turn an epsilon-prediction into the flow's velocity at (x, t) (notebook 05, section 5.3):
         x^_data = (x - beta_t eps) / alpha_t,        u = alpha_dot_t x^_data + beta_dot_t eps.

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -115,7 +116,7 @@ def check_generate_args(
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     if (
-        not isinstance(guidance_scale, (int, float))
+        not isinstance(guidance_scale, numbers.Real)
         or isinstance(guidance_scale, bool)
         or not math.isfinite(guidance_scale)
         or guidance_scale < 0
@@ -123,7 +124,7 @@ def check_generate_args(
         raise ValueError(
             f"guidance_scale must be a number >= 0, not NaN or inf (1 = no guidance, 7.5 = SD's default), got {guidance_scale!r}"
         )
-    if not isinstance(seed, int) or isinstance(seed, bool):
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
         raise TypeError(f"seed must be an integer, got {type(seed).__name__} {seed!r}")
     factor = pipe.vae_scale_factor
     default = pipe.unet.config.sample_size * factor
@@ -166,7 +167,7 @@ def prepare(
     height, width = check_generate_args(pipe, steps, guidance_scale, height, width, seed)
     scheduler = scheduler or pipe.scheduler
     text_emb, uncond_emb = encode_prompt(pipe, prompts, negative_prompt)
-    generator = torch.Generator("cpu").manual_seed(seed)
+    generator = torch.Generator("cpu").manual_seed(int(seed))
     scheduler.set_timesteps(steps, device=pipe.device)
     guidance = Guidance(text_emb, uncond_emb, float(guidance_scale))
     return Setup(prompts, guidance, scheduler, generator, height, width)

@@ -131,3 +131,21 @@ def test_bad_inputs(abar):
         ddpm.add_noise(torch.zeros(2), torch.zeros(3), 0, abar)
     with pytest.raises(ValueError, match="beta_start < beta_end"):
         ddpm.scaled_linear_betas(0.1, 0.01)
+
+
+@pytest.mark.parametrize("t", [1, 500, 999])
+def test_ddpm_step_in_half_precision_follows_diffusers(t):
+    """The schedule's coefficients stay in float32 (as in DDPMScheduler.step): in fp16,
+    1 - alpha_bar_t near t = 0 would round to half its value."""
+    ref = DDPMScheduler.from_config(SD_SCHEDULER)  # SD does not clip x0
+    ab = ddpm.alphas_cumprod(ddpm.scaled_linear_betas())
+    g = torch.Generator().manual_seed(0)
+    xt, eps = (
+        torch.randn(2, 4, 8, 8, generator=g).half(),
+        torch.randn(2, 4, 8, 8, generator=g).half(),
+    )
+    ours = ddpm.ddpm_step(eps, t, xt, ab, generator=torch.Generator().manual_seed(1))
+    theirs = ref.step(eps, t, xt, generator=torch.Generator().manual_seed(1))
+    assert ours.prev.dtype == torch.float16
+    scale = theirs.prev_sample.float().abs().max()
+    assert (ours.prev.float() - theirs.prev_sample.float()).abs().max() <= 2e-3 * scale

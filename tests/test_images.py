@@ -68,3 +68,10 @@ def test_range_converters_are_inverse_and_named():
     x = torch.linspace(-1, 1, 11)
     assert torch.allclose(to_signed_range(to_unit_range(x)), x, atol=1e-6)
     assert to_unit_range(torch.tensor([-3.0, 3.0])).tolist() == [0.0, 1.0]  # clamped
+
+
+def test_check_image_allows_resampling_overshoot_and_rejects_0_255():
+    x = torch.full((1, 3, 8, 8), 1.05)  # a bicubic resize overshoots [-1, 1] a little
+    assert images.check_image(x) is x
+    with pytest.raises(ValueError, match="looks like 0..255"):
+        images.check_image(x * 200)

@@ -49,6 +49,7 @@ def run_settings(run: str, sd15_small_dir: Path, openai_clip_home: Path) -> dict
         "COURSE_DTYPE": "float32",
         "COURSE_QUICK": "1",
         "HF_HOME": str(openai_clip_home),
+        "HF_HUB_CACHE": str(openai_clip_home / "hub"),  # an inherited HF_HUB_CACHE would win
     }
 
 
@@ -71,9 +72,11 @@ def execute(path: Path, env: dict[str, str], cell_timeout: float = 600) -> list[
         for i, cell in enumerate(nb.cells):
             if cell.cell_type != "code" or not cell.source.strip():
                 continue
-            for error in run_cell(kc, km, cell.source, cell_timeout):
-                first = cell.source.splitlines()[0]
-                failures.append(f"cell {i} ({first[:60]!r}): {error}")
+            errors = run_cell(kc, km, cell.source, cell_timeout)
+            first = cell.source.splitlines()[0]
+            failures += [f"cell {i} ({first[:60]!r}): {error}" for error in errors]
+            if any(e.startswith(("TimeoutError", "DeadKernelError")) for e in errors):
+                break  # the cells behind it would only queue up and time out too
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
@@ -88,15 +91,19 @@ def run_cell(kc, km, source: str, timeout: float) -> list[str]:
     after 30 s without a word about this cell, an empty probe cell sent behind it has been
     answered (the kernel runs cells in order, so this one is over)."""
     msg_id = kc.execute(source, allow_stdin=False, stop_on_error=False)
-    errors, replied, probe_id, probed = [], None, None, None
+    errors, replied, probe_id, probed, reply = [], None, None, None, None
     start = last_heard = time.monotonic()
     while True:
         now = time.monotonic()
         if now - start > timeout:
+            km.interrupt_kernel()
             return errors + [f"TimeoutError: the cell ran longer than {timeout:.0f} s"]
         if not km.is_alive():
             return errors + ["DeadKernelError: the kernel died while running this cell"]
         if (replied and now > replied + 5) or (probed and now > probed + 2):
+            if not errors and reply is not None and reply["content"].get("status") == "error":
+                c = reply["content"]  # the IOPub error was lost; the shell reply still says so
+                errors.append(f"{c.get('ename')}: {str(c.get('evalue'))[:300]}")
             return errors
         if probe_id is None and now - last_heard > 30:
             probe_id = kc.execute("", silent=True, store_history=False)
@@ -112,8 +119,10 @@ def run_cell(kc, km, source: str, timeout: float) -> list[str]:
                 if msg["msg_type"] == "status" and content["execution_state"] == "idle":
                     return errors
         with contextlib.suppress(queue.Empty):
-            parent = kc.get_shell_msg(timeout=0)["parent_header"].get("msg_id")
-            replied = time.monotonic() if parent == msg_id else replied
+            shell = kc.get_shell_msg(timeout=0)
+            parent = shell["parent_header"].get("msg_id")
+            if parent == msg_id:
+                replied, reply = time.monotonic(), shell
             probed = time.monotonic() if parent == probe_id else probed
 
 

@@ -157,3 +157,11 @@ def test_a_real_fp16_overflow_is_decoded_in_float32(tiny_pipe):
         vae.to(torch.float32)
     assert torch.isfinite(images).all()
     assert (images - expected).abs().max() < 1e-2  # fp16-rounded latents, fp32 decode
+
+
+def test_numpy_seeds_and_scales_work_like_python_numbers(tiny_pipe):
+    import numpy as np
+
+    a = generate(tiny_pipe, "a cat", steps=2, seed=3, guidance_scale=2.0).images
+    b = generate(tiny_pipe, "a cat", steps=2, seed=np.int64(3), guidance_scale=np.float32(2.0))
+    assert torch.equal(a, b.images)

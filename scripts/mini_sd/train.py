@@ -68,12 +68,13 @@ class Config:
 
 
 def lr_lambda(total: int, warmup: int = 100):
-    """Linear warm-up, then cosine decay to 1% of the peak."""
+    """Linear warm-up, then cosine decay to 1% of the peak (and 1% after `total` steps)."""
     warmup = min(warmup, max(1, total // 10))
     return lambda s: (
         (s + 1) / warmup
         if s < warmup
-        else 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup)))
+        else 0.01
+        + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1, (s - warmup) / max(1, total - warmup))))
     )
 
 
@@ -100,8 +101,9 @@ def clip_config(arch: str):
 
 
 def process_seed(cfg: Config, accelerator) -> int:
-    """Each process draws its own batches: the seed is offset by the process index, so two GPUs
-    never train on the same examples (one process: exactly cfg.seed)."""
+    """Each process draws its own batches: the seed is offset by the process index, so N GPUs
+    draw N independent streams of examples (sampled with replacement, so not disjoint shards);
+    one process uses exactly cfg.seed."""
     return cfg.seed + 1000 * accelerator.process_index
 
 
@@ -111,11 +113,13 @@ def draw_batch(g: torch.Generator, n: int, batch: int) -> torch.Tensor:
 
 
 def prepare(model, steps: int, lr: float, accelerator, wd: float = 0.01):
-    """Model, AdamW and its warm-up/cosine schedule, prepared *together* by Accelerate (so on
-    several GPUs the model is wrapped for data parallelism before the optimiser sees it)."""
+    """Model and AdamW prepared *together* by Accelerate (so on several GPUs the model is
+    wrapped for data parallelism before the optimiser sees it), and the warm-up/cosine schedule
+    on that optimiser. The schedule is not handed to Accelerate: its wrapper would step it once
+    per process per optimiser step, running the cosine N times too fast on N GPUs."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(steps))
-    return accelerator.prepare(model, opt, sched)
+    model, opt = accelerator.prepare(model, opt)
+    return model, opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(steps))
 
 
 def _loop(name, steps, model, opt, sched, step_fn, accelerator):
@@ -238,6 +242,7 @@ def train_unet(cfg: Config, images: np.ndarray, specs: list, vae, text_encoder, 
     unet = A.build_unet(cfg.arch).train()
     ema = EMAModel(unet.parameters(), decay=cfg.ema_decay)
     unet, opt, sched = prepare(unet, cfg.unet_steps, cfg.unet_lr, accelerator)
+    ema.to(accelerator.device)  # the EMA copy lives where the weights now are
     text_encoder = text_encoder.to(dev).eval().requires_grad_(False)
     seed = process_seed(cfg, accelerator) + 1
     tok, rng, g = clip_tokenizer(), random.Random(seed), torch.Generator().manual_seed(seed)
