@@ -21,21 +21,21 @@ def max_abs_diff(ours: Any, ref: Any) -> float:
     return (a - b).abs().max().item()
 
 
-def report(name: str, ours: Any, ref: Any, atol: float = 1e-5) -> float:
-    """Print `name  max|diff|=...  tol=...` and raise AssertionError when the difference > atol."""
+def report(name: str, ours: Any, ref: Any, atol: float = 1e-5) -> None:
+    """Print `name  max|diff|=...  tol=...` and raise AssertionError when the difference > atol.
+    Returns nothing, so a check at the end of a notebook cell echoes no stray value."""
     diff = max_abs_diff(ours, ref)
     ok = diff <= atol
     print(f"{name:<32} max|diff|={diff:.1e}  tol={atol:.0e}  {'ok' if ok else 'FAIL'}")
     if not ok:
         raise AssertionError(f"{name}: max|diff| = {diff:.3g} > tolerance {atol:.0e}")
-    return diff
 
 
-def exercise(name: str, answer: Any, expected: Any, atol: float = 0.0) -> bool:
-    """Tell a learner whether an exercise answer is right (prints, never raises)."""
+def exercise(name: str, answer: Any, expected: Any, atol: float = 0.0) -> None:
+    """Tell a learner whether an exercise answer is right: prints the verdict, never raises and
+    returns nothing (no stray True/False under the cell)."""
     try:
         right = max_abs_diff(answer, expected) <= atol
     except (TypeError, ValueError, RuntimeError):
         right = answer == expected
     print(f"{name}: {'correct!' if right else 'not yet - try again (see the hint above)'}")
-    return bool(right)
