@@ -3,10 +3,35 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
+
 import torch
 
 from course_utils.check import exercise
 from course_utils.tokenization import clip_tokenizer
+
+
+def _call(name: str, fn: Callable, *args: object) -> object:
+    """Run the learner's function; a crash is reported in one line (the check never raises)."""
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001 - any error in a learner's code is a "not yet"
+        print(f"{name}: your function raised {type(e).__name__}: {e}")
+        return None
+
+
+def check_weights_mb(answer: Callable[[torch.nn.Module], float]) -> None:
+    """Ex 0.1: your `weights_mb(module)` -> the megabytes (2**20 bytes) its parameters take, in
+    whatever dtype they are; checked on a small network in float32, float16 and bfloat16."""
+    net = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.GroupNorm(8, 128))
+    nets = [
+        copy.deepcopy(net).to(dtype) for dtype in (torch.float32, torch.float16, torch.bfloat16)
+    ]
+    expected = [sum(p.nbytes for p in n.parameters()) / 2**20 for n in nets]
+    got = _call("weights_mb", lambda: [float(answer(n)) for n in nets])
+    if got is not None:
+        exercise("weights_mb", torch.tensor(got), torch.tensor(expected), atol=1e-9)
 
 
 def check_token_count(prompt: str, answer: int) -> None:
@@ -26,6 +51,43 @@ def check_truncated_words(prompt: str, answer: int) -> None:
     """Ex 1.3: how many BPE tokens of `prompt` does SD's 77-token limit drop?"""
     n = len(clip_tokenizer()(prompt, verbose=False).input_ids)  # counting, on purpose untruncated
     exercise("tokens dropped", answer, max(0, n - 77))
+
+
+def check_decode(answer: Callable[[list[int]], str]) -> None:
+    """Ex 1.4: your `decode(ids)` -> text, against `CLIPTokenizer.decode(ids,
+    skip_special_tokens=True)` on prompts with punctuation, accents, emoji and digits."""
+    tok = clip_tokenizer()
+    ids = [tok(p).input_ids for p in ("a red circle", "Café, naïve!", "😀 4k", "two  words")]
+    got = _call("decode", lambda: [answer(i) for i in ids])
+    if got is not None:
+        exercise("decode", got == [tok.decode(i, skip_special_tokens=True) for i in ids], True)
+
+
+def check_padding_mask(answer: torch.Tensor, attention_mask: torch.Tensor) -> None:
+    """Ex 2.3: the additive mask of a text encoder given an attention mask: causal (0 where key
+    j <= query i, -inf where j > i) and every padding key (attention_mask[j] == 0) blocked too."""
+    n = attention_mask.shape[-1]
+    expected = torch.full((n, n), float("-inf")).triu(1)
+    expected = expected.masked_fill(torch.as_tensor(attention_mask)[None, :] == 0, float("-inf"))
+    answer = torch.as_tensor(answer, dtype=torch.float32).cpu()
+    exercise("padding mask", answer.shape == expected.shape and torch.equal(answer, expected), True)
+
+
+def check_reparameterised_sample(
+    answer: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> None:
+    """Ex 3.2: your `sample(moments, eps)`: split the encoder's 2c channels into mean and
+    log-variance, clamp it to [-30, 20], std = exp(logvar / 2), return mean + std * eps; against
+    diffusers' `DiagonalGaussianDistribution` (Kingma & Welling 2014, the reparameterisation)."""
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    g = torch.Generator().manual_seed(0)
+    moments = torch.randn(2, 8, 4, 4, generator=g) * 3
+    eps = torch.randn(2, 4, 4, 4, generator=g)
+    dist = DiagonalGaussianDistribution(moments)
+    got = _call("sample", answer, moments, eps)
+    if got is not None:
+        exercise("reparameterised sample", got, dist.mean + dist.std * eps, atol=1e-5)
 
 
 def check_compression_factor(

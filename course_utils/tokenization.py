@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -41,8 +42,10 @@ CLIP_PATTERN = regex.compile(
     r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
     regex.IGNORECASE,
 )
-# Hugging Face's CLIPTokenizer then applies GPT-2's byte-level split inside each piece; on CLIP's
-# pieces it changes nothing except rare mixed runs like "'''s", so we apply it too, to be exact.
+# Hugging Face's CLIPTokenizer then applies GPT-2's byte-level split inside each piece. On CLIP's
+# pieces it changes one thing only: a special token typed in another case ("<|ENDOFTEXT|>") is
+# lower-cased into a special-token match above, and this split cuts it back into "<|", "endoftext",
+# "|>" (fuzzed against CLIPTokenizer; typed specials in the right case are cut out before).
 GPT2_PATTERN = regex.compile(
     r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 )
@@ -80,6 +83,52 @@ def to_byte_symbols(piece: str) -> list[str]:
     symbols = [table[b] for b in piece.encode("utf-8")]
     symbols[-1] += "</w>"
     return symbols
+
+
+def merge_pair(symbols: list[str], pair: tuple[str, str]) -> list[str]:
+    """Step 4's one move: replace every occurrence of `pair` in `symbols`, left to right, by the
+    two symbols joined ("p", "h") -> "ph". Encoding (`SimpleCLIPTokenizer.bpe_steps`) and learning
+    (`learn_merges`) both use it."""
+    merged, i = [], 0
+    while i < len(symbols):
+        if i < len(symbols) - 1 and (symbols[i], symbols[i + 1]) == tuple(pair):
+            merged.append(symbols[i] + symbols[i + 1])
+            i += 2
+        else:
+            merged.append(symbols[i])
+            i += 1
+    return merged
+
+
+def learn_merges(words: list[str], n_merges: int) -> list[tuple[str, str]]:
+    """How merges.txt was made (Sennrich et al. 2016, Algorithm 1): start from characters, the
+    last of each word marked "</w>"; count every adjacent pair over the corpus (each word weighted
+    by its frequency); merge the most frequent pair everywhere; record it; repeat `n_merges` times.
+    Ties go to the pair whose symbols entered the vocabulary first (characters in code-point
+    order, then "x</w>" symbols, then merged ones), the rule of Hugging Face's `BpeTrainer`:
+    the result equals `tokenizers.trainers.BpeTrainer(end_of_word_suffix="</w>")`'s merges
+    (tests/test_tokenization.py). CLIP's own merges were learned on far more text, on bytes."""
+    if not words or not all(isinstance(w, str) and w for w in words):
+        raise ValueError("words must be a non-empty list of non-empty strings")
+    vocab = Counter(tuple(w[:-1]) + (w[-1] + "</w>",) for w in words)
+    symbols = sorted({c for w in words for c in w}) + sorted({w[-1] for w in vocab})
+    order = {s: i for i, s in enumerate(symbols)}  # when each symbol entered the vocabulary
+    merges: list[tuple[str, str]] = []
+    for _ in range(n_merges):
+        pairs: Counter[tuple[str, str]] = Counter()
+        for word, n in vocab.items():
+            for pair in zip(word, word[1:]):
+                pairs[pair] += n
+        if not pairs:  # every word is one symbol: nothing left to merge
+            break
+        best = min(pairs, key=lambda p: (-pairs[p], order[p[0]], order[p[1]]))
+        merges.append(best)
+        order.setdefault(best[0] + best[1], len(order))
+        new: Counter[tuple[str, ...]] = Counter()
+        for word, n in vocab.items():
+            new[tuple(merge_pair(list(word), best))] += n
+        vocab = new
+    return merges
 
 
 class MergeStep(NamedTuple):
@@ -146,15 +195,7 @@ class SimpleCLIPTokenizer:
             best = min(pairs, key=lambda p: self.ranks.get(p, float("inf")))
             if best not in self.ranks:
                 break
-            merged, i = [], 0
-            while i < len(symbols):  # merge every occurrence of `best`, left to right
-                if i < len(symbols) - 1 and (symbols[i], symbols[i + 1]) == best:
-                    merged.append(symbols[i] + symbols[i + 1])
-                    i += 2
-                else:
-                    merged.append(symbols[i])
-                    i += 1
-            symbols = merged
+            symbols = merge_pair(symbols, best)
             steps.append(MergeStep(best, self.ranks[best], symbols))
         return steps
 

@@ -53,16 +53,21 @@ def grid(
 
 
 def latent_channels(z: torch.Tensor, title: str = "latent channels", size: float = 1.6) -> Figure:
-    """The 4 channels of one latent (4, h, w) side by side, each with its own colour scale."""
+    """The channels of one latent (c, h, w) side by side on one colour scale centred at 0
+    (red positive, blue negative, white 0) with a colour bar, so channels compare by eye."""
     z = z.detach().float().cpu()
     z = z[0] if z.ndim == 4 else z
-    fig, axes = plt.subplots(1, z.shape[0], figsize=(size * z.shape[0], size + 0.3))
+    limit = z.abs().max().item() or 1.0
+    fig, axes = plt.subplots(
+        1, z.shape[0], figsize=(size * z.shape[0] + 0.8, size + 0.4), layout="constrained"
+    )
     for c, ax in enumerate(np.atleast_1d(axes)):
-        ax.imshow(z[c].numpy(), cmap="RdBu_r", interpolation="nearest")
+        image = ax.imshow(z[c].numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit,
+                          interpolation="nearest")  # fmt: skip
         ax.set_title(f"ch {c}: std {z[c].std():.2f}", fontsize=8)
         ax.axis("off")
+    fig.colorbar(image, ax=axes, shrink=0.85, label="value")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return fig
 
 

@@ -16,7 +16,36 @@ x0, x1 = torch.tensor([0.3, -1.0, 2.0]), torch.tensor([1.0, 0.5, -0.5])  # noise
 betas = [(0.00085**0.5 + s / 999 * (0.012**0.5 - 0.00085**0.5)) ** 2 for s in range(1000)]
 alpha_bar = [math.prod(1 - b for b in betas[: t + 1]) for t in range(1000)]
 
+
+def weights_mb(module):
+    return sum(p.numel() * p.element_size() for p in module.parameters()) / 2**20
+
+
+def reparameterised(moments, eps):
+    mean, logvar = moments.chunk(2, dim=1)
+    return mean + (0.5 * logvar.clamp(-30, 20)).exp() * eps
+
+
+keep = torch.tensor([1] * 5 + [0] * 72)  # "a red circle": start, 3 words, end
+padded_causal = torch.tensor(
+    [[0.0 if j <= i and j < 5 else float("-inf") for j in range(77)] for i in range(77)]
+)
+
 CASES = [  # (check, keyword arguments, right answer, wrong answer)
+    (
+        ex.check_weights_mb,
+        {},
+        weights_mb,
+        lambda m: sum(p.numel() for p in m.parameters()) * 4 / 2**20,
+    ),
+    (ex.check_decode, {}, tok.decode, lambda ids: " ".join(map(str, ids))),
+    (
+        ex.check_padding_mask,
+        dict(attention_mask=keep),
+        padded_causal,
+        torch.full((77, 77), float("-inf")).triu(1),  # causal only: the padding keys still open
+    ),
+    (ex.check_reparameterised_sample, {}, reparameterised, lambda m, e: m[:, :4] + m[:, 4:] * e),
     (ex.check_token_count, dict(prompt="a red circle"), 5, 3),  # start a red circle end
     (ex.check_first_merge, dict(word="lower"), tok.bpe_steps("lower")[0].pair, ("x", "y")),
     (ex.check_truncated_words, dict(prompt="a cat " * 50), len(tok.encode("a cat " * 50)) - 77, 0),
@@ -37,3 +66,11 @@ def test_check_accepts_the_right_answer_and_rejects_a_wrong_one(
     check(answer=wrong, **kwargs)
     out = capsys.readouterr().out
     assert "not yet" in out and str(right) not in out  # never gives the answer away
+
+
+def test_a_crashing_answer_is_one_line_not_a_traceback(capsys):
+    ex.check_decode(answer=lambda ids: 1 / 0)
+    assert (
+        capsys.readouterr().out.strip()
+        == "decode: your function raised ZeroDivisionError: division by zero"
+    )

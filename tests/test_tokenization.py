@@ -7,6 +7,8 @@ from course_utils.tokenization import (
     EOS_ID,
     SimpleCLIPTokenizer,
     bytes_to_unicode,
+    learn_merges,
+    merge_pair,
     normalize,
     pre_tokenize,
 )
@@ -102,3 +104,37 @@ def test_non_string_is_a_clear_error(ours, bad):
 def test_max_length_too_small(ours):
     with pytest.raises(ValueError, match="max_length must be >= 2"):
         ours("a cat", max_length=1)
+
+
+def test_merge_pair_merges_every_occurrence_left_to_right():
+    assert merge_pair(list("aaa"), ("a", "a")) == ["aa", "a"]
+    assert merge_pair(["a", "b", "a", "b</w>"], ("a", "b")) == ["ab", "a", "b</w>"]
+    assert merge_pair(list("abc"), ("x", "y")) == list("abc")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_learn_merges_equals_huggingface_bpe_trainer(seed):
+    import json
+    import random
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from course_utils.mini import data
+
+    rng = random.Random(seed)
+    specs = [data.sample_spec(seed, i) for i in range(60)]
+    words = [w for spec in specs for w in data.caption(spec, rng).split()]
+    tok = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    trainer = trainers.BpeTrainer(
+        vocab_size=100_000, end_of_word_suffix="</w>", show_progress=False
+    )
+    tok.train_from_iterator([" ".join(words)], trainer)
+    reference = [tuple(m) for m in json.loads(tok.to_str())["model"]["merges"]]
+    assert len(reference) > 30
+    assert learn_merges(words, len(reference) + 10) == reference  # and it stops when done
+
+
+def test_learn_merges_rejects_an_empty_corpus():
+    with pytest.raises(ValueError, match="non-empty"):
+        learn_merges([], 5)
