@@ -75,3 +75,16 @@ def test_check_image_allows_resampling_overshoot_and_rejects_0_255():
     assert images.check_image(x) is x
     with pytest.raises(ValueError, match="looks like 0..255"):
         images.check_image(x * 200)
+
+
+def test_latent_channels_share_one_colour_scale_centred_at_zero():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from course_utils import viz
+
+    z = torch.tensor([[[[-1.0, 0.5]], [[2.0, -3.0]]]])  # (1, 2 channels, 1, 2)
+    fig = viz.latent_channels(z)
+    images = [ax.images[0] for ax in fig.axes if ax.images]
+    assert len(images) == 2 and all(im.get_clim() == (-3.0, 3.0) for im in images)
+    assert len(fig.axes) == 3  # two channels and one colour bar
