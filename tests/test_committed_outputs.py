@@ -10,7 +10,7 @@ import pytest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 ECHOED = re.compile(
-    r"^(True|False|None|-?[0-9.]+(e-?[0-9]+)?|Text\(.*|\[?<matplotlib.*|<Figure size.*)$", re.S
+    r"^(True|False|None|-?[0-9.]+(e-?[0-9]+)?|\[?Text\(.*|\[?<matplotlib.*|<Figure size.*)$", re.S
 )
 MACHINE_PATHS = re.compile(r"(/work/|/root/|/home/|/tmp/|/Users/|[A-Z]:\\\\)")
 

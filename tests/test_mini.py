@@ -179,3 +179,16 @@ def test_unet_training_loss_is_the_taught_one():
         opt.zero_grad()
         ours.backward()
         opt.step()
+
+
+def test_held_out_pictures_are_not_in_the_training_set():
+    from course_utils.mini import data
+
+    _, specs = data.held_out_dataset(300)
+    training = {data.sample_spec(data.TRAINING_SEED, i) for i in range(data.N_TRAINING)}
+    assert len(specs) == 300 and not training & set(specs)
+    _, plain = data.make_dataset(300, seed=1)
+    assert len(training & set(plain)) > 50  # why the helper exists: another seed is not enough
+    assert data.held_out_dataset(5)[1] == specs[:5]  # deterministic
+    with pytest.raises(ValueError, match="training seed"):
+        data.held_out_dataset(5, seed=data.TRAINING_SEED)

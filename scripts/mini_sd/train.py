@@ -42,7 +42,7 @@ from course_utils.tokenization import clip_tokenizer
 class Config:
     arch: str = "mini"
     seed: int = 0
-    n_images: int = 20_000
+    n_images: int = D.N_TRAINING
     n_photo_crops: int = 2_000
     clip_steps: int = 2_000
     clip_batch: int = 128
