@@ -10,7 +10,7 @@ NB := $(sort $(wildcard notebooks/*.ipynb))
 NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=600
 export PYTHONHASHSEED := 0
 
-.PHONY: help setup lab my-notebooks test unit notebooks lint format execute slides train-mini bench bench-mini clean
+.PHONY: help setup lab my-notebooks test unit notebooks lint format execute slides slides-check slides-pdf train-mini bench bench-mini clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -55,6 +55,12 @@ execute: setup ## re-execute the course notebooks in place (committed outputs ar
 
 slides: setup ## render every notebook to a reveal.js deck in build/slides/
 	$(PY) scripts/make_slides.py $(NB) --out build/slides
+
+slides-check: slides ## open every deck in headless Chromium: does every slide fit 1280x720?
+	$(PY) scripts/slides_browser.py check build/slides
+
+slides-pdf: slides ## print every deck to PDF handouts in build/slides/pdf/ (headless Chromium)
+	$(PY) scripts/slides_browser.py pdf build/slides
 
 train-mini: setup ## train the embedded mini-sd (fixed seed, resumable per stage)
 	PYTHONPATH=scripts $(PY) -m mini_sd.train --out course_utils/mini_sd --work runs/mini

@@ -8,7 +8,7 @@ at the local copy. The result, build/slides/, opens from disk or any static serv
 Projector-ready (16:9, 1280x720): the decks are laid out at 1280x720; a slide whose cells would
 not fit (estimated from their lines and figure heights) continues on a new sub-slide *before* the
 cell that would overflow, so a long section becomes several slides instead of a scrolling one;
-code wraps instead of running off the right edge; and a last script shrinks the font of any slide
+code wraps instead of running off the right edge; and a last script zooms out any slide
 that still overflows (fitting text was preferred to cutting it off or to scroll bars, which a
 projected talk cannot use). tests/test_slides_browser.py checks every slide in Chromium.
 
@@ -94,30 +94,41 @@ FIT_CSS = """
 :root { --jp-code-font-size: 17px; --jp-content-font-size1: 20px; }
 .reveal .jp-OutputArea-output img { max-height: 560px; width: auto; }
 .reveal section { height: auto; }
+@media print {  /* no blank page after the last slide */
+  .reveal .slides .pdf-page:last-child { page-break-after: avoid !important; break-after: avoid !important; }
+}
 </style>
 """
 FIT_JS = """
 <script>
-// Shrink the font of any slide whose content is taller or wider than the 1280x720 slide.
+// Zoom out any slide whose content is taller or wider than the 1280x720 slide.
 require(["%(reveal)s/dist/reveal.js"], function (Reveal) {
   window.Reveal = Reveal;  // for the speaker and for tests/test_slides_browser.py
   function leaves() {
     return Array.from(document.querySelectorAll(".reveal .slides section"))
       .filter(function (s) { return !s.querySelector("section"); });
   }
-  function fit(section) {
-    var cfg = Reveal.getConfig(), scale = 1;
-    section.style.fontSize = "";
-    for (var i = 0; i < 12; i++) {
-      var tooTall = section.scrollHeight > cfg.height, tooWide = section.scrollWidth > cfg.width;
-      if (!tooTall && !tooWide) break;
-      scale *= 0.92;
-      section.style.fontSize = (scale * 100) + "%%";
-      section.querySelectorAll("img").forEach(function (img) {
-        img.style.maxHeight = (560 * scale) + "px";
-      });
+  function box(section) {  // the slide's content in one block, zoomed as a whole
+    var inner = section.querySelector(":scope > .fit-box");
+    if (!inner) {
+      inner = document.createElement("div");
+      inner.className = "fit-box";
+      while (section.firstChild) { inner.appendChild(section.firstChild); }
+      section.appendChild(inner);
     }
-    section.dataset.fitScale = scale.toFixed(2);
+    return inner;
+  }
+  function fit(section) {  // CSS zoom: the content laid out smaller, wrapping wider
+    var cfg = Reveal.getConfig(), inner = box(section), zoom = 1;
+    inner.style.zoom = "";
+    for (var i = 0; i < 8; i++) {
+      var tall = section.scrollHeight, wide = section.scrollWidth;  // zoomed content + padding
+      if (tall <= cfg.height && wide <= cfg.width + 1) break;
+      zoom *= Math.min(0.98, cfg.height / tall, (cfg.width + 1) / wide);
+      inner.style.zoom = zoom;
+    }
+    section.dataset.fitScale = zoom.toFixed(2);
+    Reveal.layout();
   }
   function fitAll() { leaves().forEach(fit); window.slidesFitted = true; }
   function fitCurrent() {  // hidden slides measure 0: fit each one when it is shown
@@ -151,7 +162,8 @@ def cell_height(cell: dict) -> int:
     src = "".join(cell.get("source", ""))
     if cell["cell_type"] == "markdown":
         return lines(src, "markdown") * LINE["markdown"] + 10 * src.count("$$")
-    height = lines(src, "code") * LINE["code"] + 16
+    folded = "slide-figure-only" in cell.get("metadata", {}).get("tags", [])
+    height = 0 if folded else lines(src, "code") * LINE["code"] + 16
     for out in cell.get("outputs", []):
         data = out.get("data", {})
         if "image/png" in data:
@@ -161,6 +173,25 @@ def cell_height(cell: dict) -> int:
         elif "text/plain" in data:
             height += lines("".join(data["text/plain"]), "output") * LINE["output"]
     return height
+
+
+LONG_PLOT = 15  # lines: a longer cell that draws a figure shows only the figure on its slide
+
+
+def fold_long_plots(nb: dict) -> int:
+    """Tag the code of long cells that draw a figure to be left off the slide (the notebook keeps
+    it): a class reads the picture, not 40 lines of matplotlib. Returns how many were folded."""
+    folded = 0
+    for cell in nb["cells"]:
+        draws = any("image/png" in o.get("data", {}) for o in cell.get("outputs", []))
+        if (
+            cell["cell_type"] == "code"
+            and draws
+            and len("".join(cell["source"]).splitlines()) > LONG_PLOT
+        ):
+            cell.setdefault("metadata", {}).setdefault("tags", []).append("slide-figure-only")
+            folded += 1
+    return folded
 
 
 def split_long_slides(nb: dict) -> int:
@@ -196,7 +227,13 @@ def render(nb_path: Path, out: Path) -> tuple[Path, int]:
     from nbconvert import SlidesExporter
 
     # the "white" theme loads its fonts locally ("simple", nbconvert's default, imports Google Fonts)
+    from traitlets.config import Config
+
+    config = Config()
+    config.TagRemovePreprocessor.remove_input_tags = {"slide-figure-only"}
+    config.TagRemovePreprocessor.enabled = True
     exporter = SlidesExporter(
+        config=config,
         **URLS,
         reveal_scroll=False,
         reveal_theme="white",
@@ -207,9 +244,14 @@ def render(nb_path: Path, out: Path) -> tuple[Path, int]:
     nb = nbformat.read(nb_path, as_version=4)
     nb.metadata.pop("widgets", None)  # live widgets need a kernel (and a CDN); slides show outputs
     nb = copy.deepcopy(nb)
+    fold_long_plots(nb)
     split_long_slides(nb)
     body, _ = exporter.from_notebook_node(nb)
     body = body.replace("</head>", FIT_CSS + "</head>", 1)
+    # handouts: one PDF page per slide (its content is zoomed to fit, never continued)
+    body = body.replace(
+        "Reveal.initialize({", "Reveal.initialize({\n            pdfMaxPagesPerSlide: 1,", 1
+    )
     body = body.replace("</body>", FIT_JS % {"reveal": URLS["reveal_url_prefix"]} + "</body>", 1)
     remote = REMOTE.findall(body)
     if remote:

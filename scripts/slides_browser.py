@@ -27,12 +27,16 @@ async () => {
     const idx = Reveal.getIndices(section);
     Reveal.slide(idx.h, idx.v);
     await settle();
-    const fitted = section.style.fontSize;
-    section.style.fontSize = "";            // as it would be without the fitting script
+    const inner = section.querySelector(":scope > .fit-box") || section;
+    const zoom = parseFloat(inner.style.zoom || "1");
+    inner.style.zoom = "";                  // as it would be without the fitting script
     const before = Math.max(section.scrollHeight - cfg.height, section.scrollWidth - cfg.width, 0);
-    section.style.fontSize = fitted;
+    inner.style.zoom = zoom;
     await settle();
-    const after = Math.max(section.scrollHeight - cfg.height, section.scrollWidth - cfg.width, 0);
+    const rect = inner.getBoundingClientRect(), slides = document.querySelector(".reveal .slides");
+    const scale = slides.getBoundingClientRect().width / cfg.width;  // reveal's own scaling
+    const after = Math.round(Math.max(section.scrollHeight - cfg.height, section.scrollWidth - cfg.width,
+                                      rect.height / scale - cfg.height, rect.width / scale - cfg.width - 1, 0));
     rows.push({h: idx.h, v: idx.v, before, after, scale: parseFloat(section.dataset.fitScale || "1"),
                title: (section.querySelector("h1,h2,h3") || {}).textContent || ""});
   }
@@ -77,7 +81,7 @@ def check(folder: Path, shots: Path | None = None) -> dict[str, list[dict]]:
             if shots is not None:  # a look at the slide the fitting had to shrink most
                 worst = min(rows, key=lambda r: r["scale"])
                 page.evaluate(f"Reveal.slide({worst['h']}, {worst['v']})")
-                page.wait_for_timeout(300)
+                page.wait_for_timeout(1500)  # after the slide transition
                 shots.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(shots / f"{deck.name.split('.')[0]}-smallest.png"))
         browser.close()

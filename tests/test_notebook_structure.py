@@ -73,3 +73,22 @@ def test_every_widget_has_a_static_figure_beside_it(path):
             assert any(has_image(c) for c in near), (
                 f"cell {i}: a widget with no static figure within two cells of it"
             )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_speaker_notes_are_in_the_deck_not_on_the_slides(path, tmp_path):
+    import importlib.util
+
+    cells = cells_of(path)
+    notes = [c for c in cells if slide_type(c) == "notes"]
+    assert notes, "speaker notes (a markdown cell with slide_type notes) for the instructor"
+    spec = importlib.util.spec_from_file_location(
+        "make_slides", path.parents[1] / "scripts" / "make_slides.py"
+    )
+    make_slides = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_slides)
+    deck = make_slides.render(path, tmp_path)[0].read_text()
+    first_line = src(notes[0]).splitlines()[1][2:30]
+    assert (
+        '<aside class="notes">' in deck and first_line in deck.split('<aside class="notes">', 1)[1]
+    )
