@@ -122,6 +122,32 @@ def check_snr_half(answer: int) -> None:
     exercise("SNR crosses 1 at t", answer, int(torch.nonzero(ab / (1 - ab) < 1)[0]))
 
 
+def check_posterior_mean(answer: Callable[..., torch.Tensor]) -> None:
+    """Ex 4.3: your `posterior_mean(x0, xt, t, s)`, the mean of q(x_s | x_t, x_0) for a jump
+    from t to s < t (Ho et al. Eq. 7 with alpha_bar_s for alpha_bar_{t-1}), against
+    `DDPMScheduler.step` at 10 steps (jumps of 100) and 1000 steps, its added noise removed."""
+    from diffusers import DDPMScheduler
+
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(2, 2, 4, 4, 4, generator=g)
+    got, expected = [], []
+    for n_steps, t in ((10, 900), (10, 500), (10, 100), (1000, 1)):
+        sched = DDPMScheduler(
+            beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False
+        )
+        sched.set_timesteps(n_steps)
+        ab = sched.alphas_cumprod[t]
+        xt = ab**0.5 * x0 + (1 - ab) ** 0.5 * eps
+        z = torch.randn(x0.shape, generator=torch.Generator().manual_seed(t))
+        prev = sched.step(eps, t, xt, generator=torch.Generator().manual_seed(t)).prev_sample
+        expected.append(prev - sched._get_variance(t) ** 0.5 * z)
+        got.append(_call("posterior_mean", answer, x0, xt, t, t - 1000 // n_steps))
+    if all(isinstance(v, torch.Tensor) for v in got):
+        exercise("posterior mean", torch.stack(got), torch.stack(expected), atol=1e-4)
+    elif all(v is not None for v in got):
+        print("posterior mean: not yet - return a tensor shaped like xt (see the hint above)")
+
+
 def check_velocity(
     answer: torch.Tensor, x_data: torch.Tensor, x_noise: torch.Tensor, t: float
 ) -> None:

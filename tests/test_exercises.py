@@ -17,6 +17,13 @@ betas = [(0.00085**0.5 + s / 999 * (0.012**0.5 - 0.00085**0.5)) ** 2 for s in ra
 alpha_bar = [math.prod(1 - b for b in betas[: t + 1]) for t in range(1000)]
 
 
+def posterior_mean(x0, xt, t, s):  # Ho et al. Eq. 7 for a jump t -> s, from the closed form above
+    alpha = alpha_bar[t] / alpha_bar[s]
+    return (alpha_bar[s] ** 0.5 * (1 - alpha) * x0 + alpha**0.5 * (1 - alpha_bar[s]) * xt) / (
+        1 - alpha_bar[t]
+    )
+
+
 def weights_mb(module):
     return sum(p.numel() * p.element_size() for p in module.parameters()) / 2**20
 
@@ -52,6 +59,12 @@ CASES = [  # (check, keyword arguments, right answer, wrong answer)
     (ex.check_compression_factor, {}, 48.0, 64.0),  # 3*512*512 / (4*64*64)
     (ex.check_alpha_bar, dict(t=250), round(alpha_bar[250], 4), 0.5),
     (ex.check_snr_half, {}, next(t for t, a in enumerate(alpha_bar) if a / (1 - a) < 1), 500),
+    (  # the one-step formula (s = t - 1 always) is right only for the 1000-step case
+        ex.check_posterior_mean,
+        {},
+        posterior_mean,
+        lambda x0, xt, t, s: posterior_mean(x0, xt, t, t - 1),
+    ),
     (ex.check_velocity, dict(x_data=x1, x_noise=x0, t=0.3), x1 - x0, x1 + x0),
     (ex.check_cfg, dict(eps_u=e_u, eps_c=e_c, guidance_scale=7.5), e_u + 7.5 * (e_c - e_u), e_c),
 ]
