@@ -156,6 +156,34 @@ def check_velocity(
     exercise("OT velocity", answer, x_data - x_noise, atol=1e-5)
 
 
+def check_ddim_step(answer: Callable[..., torch.Tensor]) -> None:
+    """Ex 5.2: your `ddim_step(eps, x, alpha_bar_t, alpha_bar_s)`, one deterministic DDIM step
+    x_s = sqrt(ab_s) x0^ + sqrt(1 - ab_s) eps, x0^ = (x - sqrt(1 - ab_t) eps) / sqrt(ab_t)
+    (Song et al. 2021, Eq. 12, eta = 0), against `DDIMScheduler.step` with 10 steps."""
+    from diffusers import DDIMScheduler
+
+    sched = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+    )
+    sched.set_timesteps(10)  # 900, 800, ..., 0
+    g = torch.Generator().manual_seed(0)
+    got, expected = [], []
+    for t in (900, 500, 0):
+        eps, x = torch.randn(2, 2, 4, 4, 4, generator=g)
+        s = t - 100
+        ab_s = sched.alphas_cumprod[s] if s >= 0 else sched.final_alpha_cumprod
+        expected.append(sched.step(eps, t, x, eta=0.0).prev_sample)
+        got.append(_call("ddim_step", answer, eps, x, sched.alphas_cumprod[t], ab_s))
+    if all(isinstance(v, torch.Tensor) for v in got):
+        exercise("DDIM step", torch.stack(got), torch.stack(expected), atol=1e-5)
+    elif all(v is not None for v in got):
+        print("DDIM step: not yet - return a tensor shaped like x (see the hint above)")
+
+
 def check_cfg(
     answer: torch.Tensor, eps_u: torch.Tensor, eps_c: torch.Tensor, guidance_scale: float
 ) -> None:

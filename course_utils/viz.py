@@ -78,15 +78,26 @@ def curves(
     ylabel: str = "",
     title: str = "",
     logy: bool = False,
+    logx: bool = False,
+    orders: Sequence[int] = (),
     size: tuple[float, float] = (5, 3),
 ) -> Figure:
-    """Several named curves over the same x; returns the figure."""
+    """Several named curves over the same x; returns the figure. `orders`: dashed reference
+    lines C x^-p for each p, through the first curve's first point (a solver of order p falls
+    parallel to its line on log-log axes)."""
     fig, ax = plt.subplots(figsize=size)
-    for name, y in ys.items():
-        ax.plot(np.asarray(x), np.asarray(y), label=name)
+    x = np.asarray(x, dtype=float)
+    for j, (name, y) in enumerate(ys.items()):  # thinner lines on top: equal curves stay visible
+        style = dict(marker="os^D"[j % 4], ms=4, lw=max(3.0 - j, 1.0)) if orders else {}
+        ax.plot(x, np.asarray(y), label=name, **style)
+    first = float(np.asarray(next(iter(ys.values())))[0]) if ys else 1.0
+    for p in orders:
+        ax.plot(x, first * (x / x[0]) ** -p, "k--", lw=0.8, alpha=0.6, label=f"slope -{p}")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     if logy:
         ax.set_yscale("log")
+    if logx:
+        ax.set_xscale("log")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()

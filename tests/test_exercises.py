@@ -24,6 +24,10 @@ def posterior_mean(x0, xt, t, s):  # Ho et al. Eq. 7 for a jump t -> s, from the
     )
 
 
+def ddim_step(eps, x, ab_t, ab_s):  # Song et al. 2021, Eq. 12 with eta = 0
+    return ab_s**0.5 * (x - (1 - ab_t) ** 0.5 * eps) / ab_t**0.5 + (1 - ab_s) ** 0.5 * eps
+
+
 def weights_mb(module):
     return sum(p.numel() * p.element_size() for p in module.parameters()) / 2**20
 
@@ -66,6 +70,12 @@ CASES = [  # (check, keyword arguments, right answer, wrong answer)
         lambda x0, xt, t, s: posterior_mean(x0, xt, t, t - 1),
     ),
     (ex.check_velocity, dict(x_data=x1, x_noise=x0, t=0.3), x1 - x0, x1 + x0),
+    (  # the Euler step in x itself (not in x / sqrt(alpha_bar)) is not DDIM
+        ex.check_ddim_step,
+        {},
+        ddim_step,
+        lambda eps, x, ab_t, ab_s: x + ((1 - ab_s) ** 0.5 - (1 - ab_t) ** 0.5) * eps,
+    ),
     (ex.check_cfg, dict(eps_u=e_u, eps_c=e_c, guidance_scale=7.5), e_u + 7.5 * (e_c - e_u), e_c),
 ]
 
