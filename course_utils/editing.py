@@ -7,7 +7,9 @@ strength 1 starts from pure noise at the first timestep, strength 0.25 runs the 
 
 Inpainting with a plain text-to-image U-Net (blended latent diffusion, Avrahami et al. 2023):
 after every step, put back the *known* region, noised to the level of the next step:
-    z <- m * z + (1 - m) * add_noise(z_image, eps, t_next),    m = 1 where we regenerate.
+    z <- m * z + (1 - m) * add_noise(z_image, eps, t_next),    m = 1 where we regenerate
+(what StableDiffusionInpaintPipeline does with a 4-channel U-Net; SD's dedicated inpainting
+checkpoint instead feeds the mask and the masked image's latents as 5 extra input channels).
 """
 
 from __future__ import annotations
@@ -117,11 +119,19 @@ def inpaint(
     negative_prompt: str | Sequence[str] | None = None,
     scheduler: SchedulerMixin | None = None,
     overlay: bool = True,
+    feather: float = 0.0,
+    resample: int = 0,
 ) -> Generation:
     """Regenerate the masked region of `image` (1 in `mask`) to follow `prompt`, keeping the rest.
-    The known latents are exact; decoding still shifts far-away pixels a little (GroupNorm and
-    attention in the decoder are global), so `overlay` pastes the input's pixels back outside
-    the mask, as diffusers' inpainting pipelines do with `apply_overlay`."""
+    With the defaults but `overlay=False` this equals diffusers' StableDiffusionInpaintPipeline
+    with a plain 4-channel U-Net (tests/test_editing.py). The known latents are exact; decoding
+    still shifts far-away pixels a little (GroupNorm and attention in the decoder are global), so
+    `overlay` pastes the input's pixels back outside the mask (diffusers does so only when called
+    with `padding_mask_crop`). `feather`: the standard deviation, in latent cells, of a Gaussian
+    blur of the latent mask (a soft seam). `resample`: RePaint's extra jumps back per step
+    (`denoise`), so the new region can agree with the known one."""
+    if not isinstance(feather, (int, float)) or not 0 <= feather <= 8:
+        raise ValueError(f"feather must be a number of latent cells in [0, 8], got {feather!r}")
     setup = prepare(
         pipe,
         prompt,
@@ -133,7 +143,9 @@ def inpaint(
     )
     scheduler, timesteps = setup.scheduler, setup.scheduler.timesteps
     z_image = _image_latents(pipe, image, setup.generator).expand(len(setup.prompts), -1, -1, -1)
-    m = latent_mask(mask, image, pipe.vae_scale_factor).to(z_image)
+    m = latent_mask(mask, image, pipe.vae_scale_factor)
+    m = _feathered(m, feather) if feather else m
+    m = m.to(z_image)
     noise = torch.randn(z_image.shape, generator=setup.generator).to(z_image)
     latents = noise * scheduler.init_noise_sigma
 
@@ -146,14 +158,31 @@ def inpaint(
         return m * out.prev_sample + (1 - m) * known
 
     latents = denoise(
-        pipe, latents, timesteps, setup.guidance, scheduler, setup.generator, on_step=blend
+        pipe,
+        latents,
+        timesteps,
+        setup.guidance,
+        scheduler,
+        setup.generator,
+        on_step=blend,
+        resample=resample,
     )
     images = decode(pipe.vae, latents, value_range="unit")
-    # the decoder's GroupNorm/attention see the whole latent: paste the known pixels back
-    if overlay:
+    if overlay:  # the decoder's GroupNorm/attention see the whole latent: paste known pixels back
         m_px = torch.as_tensor(mask, dtype=torch.float32).reshape(-1, 1, *images.shape[-2:])
         images = m_px * images + (1 - m_px) * to_unit_range(image.float().cpu())
     return Generation(images, latents, None, None)
+
+
+def _feathered(m: torch.Tensor, sigma: float) -> torch.Tensor:
+    """A (B, 1, h, w) 0/1 mask blurred by a Gaussian of std `sigma` (edges replicated)."""
+    radius = max(1, round(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = k / k.sum()
+    m = F.pad(m, (radius,) * 4, mode="replicate")
+    m = F.conv2d(m, k.view(1, 1, 1, -1))
+    return F.conv2d(m, k.view(1, 1, -1, 1)).clamp(0, 1)
 
 
 @torch.no_grad()

@@ -184,8 +184,16 @@ def check_ddim_step(answer: Callable[..., torch.Tensor]) -> None:
         print("DDIM step: not yet - return a tensor shaped like x (see the hint above)")
 
 
-def check_cfg(
-    answer: torch.Tensor, eps_u: torch.Tensor, eps_c: torch.Tensor, guidance_scale: float
-) -> None:
-    """Ex 6.1: classifier-free guidance from the two predictions."""
-    exercise("guided eps", answer, eps_u + guidance_scale * (eps_c - eps_u), atol=1e-5)
+def check_cfg(answer: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]) -> None:
+    """Ex 6.1: your `guided(eps_u, eps_c, g)`, classifier-free guidance eps_u + g (eps_c - eps_u)
+    (Ho & Salimans 2022, Eq. 6 with w = g - 1), tried at g = 0 (unconditional), 1 (conditional)
+    and 7.5 on random predictions."""
+    gen = torch.Generator().manual_seed(0)
+    eps_u, eps_c = torch.randn(2, 2, 4, 8, 8, generator=gen)
+    scales = (0.0, 1.0, 7.5)
+    got = [_call("guided", answer, eps_u, eps_c, s) for s in scales]
+    if all(isinstance(v, torch.Tensor) for v in got):
+        expected = [eps_u + s * (eps_c - eps_u) for s in scales]
+        exercise("guided eps", torch.stack(got), torch.stack(expected), atol=1e-5)
+    elif all(v is not None for v in got):
+        print("guided eps: not yet - return a tensor shaped like eps_u (see the hint above)")

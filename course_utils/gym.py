@@ -6,8 +6,8 @@
 
 The base model is an epsilon-predicting diffusion model seen through the flow schedule of
 notebook 05 (t = 0 noise, t = 1 data): `forward(x, t)` is the U-Net's epsilon at
-k = model_input(t), with classifier-free guidance written as (w + 1) eps_c - w eps_u,
-w = guidance_scale - 1 (the same as eps_u + g (eps_c - eps_u)). `Environment.sample`
+k = model_input(t), with classifier-free guidance eps_u + g (eps_c - eps_u), g = guidance_scale
+as in diffusers and notebook 06 (diffusiongym writes (w + 1) eps_c - w eps_u, w = g - 1). `Environment.sample`
 integrates the flow with Euler steps (flow.epsilon_to_velocity), decodes, and scores.
 Taught in notebooks/06_unet_cfg_reward.ipynb.
 """
@@ -153,7 +153,7 @@ class StableDiffusionBaseModel(BaseModel):
         if guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
         self.pipe, self.prompt, self.negative_prompt = pipe, prompt, negative_prompt
-        self.w = guidance_scale - 1  # (w + 1) eps_c - w eps_u
+        self.guidance_scale = guidance_scale  # g: eps_u + g (eps_c - eps_u)
         self.scheduler = flow.DiffusionScheduler(pipe.scheduler.alphas_cumprod)
 
     @property
@@ -204,18 +204,18 @@ class StableDiffusionBaseModel(BaseModel):
         text_emb: torch.Tensor,
         uncond_emb: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """eps at (x, t): the U-Net at timestep k(t), guided as (w + 1) eps_c - w eps_u
-        (Ho & Salimans 2022, Eq. 6, with w = g - 1)."""
+        """eps at (x, t): the U-Net at timestep k(t), guided as eps_u + g (eps_c - eps_u)
+        (Ho & Salimans 2022, Eq. 6, whose w is g - 1); one conditional call when g = 1."""
         k = self.scheduler.model_input(t).to(self.device)
         k = k.expand(x.shape[0]) if k.ndim == 0 else k
-        if self.w == 0 or uncond_emb is None:
+        if self.guidance_scale == 1 or uncond_emb is None:
             return self.pipe.unet(x, k, encoder_hidden_states=text_emb).sample
         eps_u, eps_c = self.pipe.unet(
             torch.cat([x, x]),
             torch.cat([k, k]),
             encoder_hidden_states=torch.cat([uncond_emb, text_emb]),
         ).sample.chunk(2)
-        return (self.w + 1) * eps_c - self.w * eps_u
+        return eps_u + self.guidance_scale * (eps_c - eps_u)
 
     def postprocess(self, x: torch.Tensor) -> torch.Tensor:
         """Latents -> images in [0, 1], on the model's device, keeping the autograd graph (the

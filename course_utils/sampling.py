@@ -226,20 +226,39 @@ def denoise(
     eta: float = 0.0,
     on_step: Callable | None = None,
     text_emb_at: Callable[[int], torch.Tensor] | None = None,
+    resample: int = 0,
 ) -> torch.Tensor:
     """The loop itself: guided eps, then `scheduler.step`, for each timestep. `on_step(i, t, out)`
     sees each step's scheduler output and may return replacement latents (inpainting);
-    `text_emb_at(i)` may change the prompt part-way (prompt editing)."""
+    `text_emb_at(i)` may change the prompt part-way (prompt editing). `resample` > 0 is RePaint's
+    resampling (Lugmayr et al. 2022, Alg. 1 with jump length 1): after every step but the last,
+    noise the result back up to t with q(x_t | x_s) = N(sqrt(ab_t / ab_s) x_s, (1 - ab_t / ab_s) I)
+    and take the step again, `resample` more times (stateless DDIM/DDPM schedulers only)."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    if not isinstance(resample, int) or resample < 0:
+        raise ValueError(f"resample must be an integer >= 0, got {resample!r}")
+    if resample and not isinstance(scheduler, (DDIMScheduler, DDPMScheduler)):
+        raise ValueError(
+            f"resample repeats steps, which only stateless schedulers allow (DDIMScheduler, "
+            f"DDPMScheduler); got {type(scheduler).__name__}: pass scheduler=DDIMScheduler.from_config(...)"
+        )
     params = inspect.signature(scheduler.step).parameters
     step_kwargs = {k: v for k, v in (("eta", eta), ("generator", generator)) if k in params}
     for i, t in enumerate(timesteps):
         g = guidance if text_emb_at is None else guidance._replace(text_emb=text_emb_at(i))
-        eps = guided_eps(pipe, latents, t, g, scheduler)
-        out = scheduler.step(eps, t, latents, **step_kwargs)
-        latents = out.prev_sample
-        if on_step is not None:
-            replaced = on_step(i, t, out)
-            latents = latents if replaced is None else replaced
+        for repeat in range(resample + 1 if i + 1 < len(timesteps) else 1):
+            if repeat:  # back up from the next timestep to t with fresh noise
+                ab = scheduler.alphas_cumprod.to(latents.device)
+                a = ab[t] / ab[timesteps[i + 1]]
+                z = torch.randn(latents.shape, generator=generator).to(latents)
+                latents = (a**0.5 * latents.float() + (1 - a) ** 0.5 * z.float()).to(latents.dtype)
+            eps = guided_eps(pipe, latents, t, g, scheduler)
+            out = scheduler.step(eps, t, latents, **step_kwargs)
+            latents = out.prev_sample
+            if on_step is not None:
+                replaced = on_step(i, t, out)
+                latents = latents if replaced is None else replaced
     return latents
 
 

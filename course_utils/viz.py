@@ -109,3 +109,31 @@ def denoising_strip(
 ) -> Figure:
     """A row of images labelled by step: the picture emerging from the noise."""
     return grid(images, titles=[f"step {s}" for s in steps], suptitle=title)
+
+
+def reward_comparison(
+    results: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    xlabel: str = "reward",
+    n_shown: int = 6,
+    bins: int = 14,
+) -> Figure:
+    """Samplers side by side: `results` maps a name to (images (B, 3, H, W) in [0, 1], rewards
+    (B,)). Left, the reward histograms on shared bins; right, each sampler's first `n_shown`
+    images in one labelled row."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 2.8), gridspec_kw=dict(width_ratios=[1, 2]))
+    every = torch.cat([r.float().cpu() for _, r in results.values()])
+    span = (every.min().item(), every.max().item() + 1e-6)
+    for name, (_, r) in results.items():
+        axes[0].hist(r.float().cpu().numpy(), bins=bins, range=span, alpha=0.5, label=name)
+    n = len(next(iter(results.values()))[1])
+    axes[0].set(xlabel=xlabel, title=f"reward distributions ({n} samples each)")
+    axes[0].legend(fontsize=8)
+    rows = [imgs[:n_shown].float().cpu() for imgs, _ in results.values()]
+    axes[1].imshow(
+        torch.cat([torch.cat(list(r), dim=2) for r in rows], dim=1).permute(1, 2, 0).clamp(0, 1)
+    )
+    side = rows[0].shape[-2]
+    axes[1].set_yticks([side // 2 + side * i for i in range(len(rows))], list(results))
+    axes[1].set_xticks([])
+    fig.tight_layout()
+    return fig

@@ -95,6 +95,20 @@ def test_prompt_switch_ends(tiny_pipe):
         (lambda p, im: editing.img2img(p, im * float("nan"), "x"), "NaN or inf"),
         (lambda p, im: editing.img2img(p, (im + 1) * 127.5, "x"), "looks like 0..255"),
         (lambda p, im: editing.inpaint(p, (im + 1) * 127.5, torch.zeros(64, 64), "x"), "0..255"),
+        (lambda p, im: editing.inpaint(p, im, torch.zeros(64, 64), "x", feather=-1), "feather"),
+        (lambda p, im: editing.inpaint(p, im, torch.zeros(64, 64), "x", resample=1.5), "resample"),
+        (  # PNDM keeps a history: a repeated step would corrupt it
+            lambda p, im: editing.inpaint(
+                p,
+                im,
+                torch.zeros(64, 64),
+                "x",
+                steps=2,
+                resample=1,
+                scheduler=PNDMScheduler.from_config(p.scheduler.config),
+            ),
+            "only stateless schedulers",
+        ),
     ],
 )
 def test_bad_input(tiny_pipe, image, call, match):
@@ -110,3 +124,47 @@ def test_inpaint_overlay_keeps_pixels_outside_the_mask(tiny_pipe, image):
     assert torch.equal(out.images[0][:, keep], ((image[0] / 2 + 0.5).clamp(0, 1))[:, keep])
     raw = editing.inpaint(tiny_pipe, image, mask, "a dog", steps=3, seed=0, overlay=False)
     assert torch.equal(raw.images[0][:, ~keep], out.images[0][:, ~keep])
+
+
+@pytest.mark.parametrize("scheduler_cls", [PNDMScheduler, DDIMScheduler])
+def test_inpaint_equals_diffusers_inpaint_pipeline_with_a_4_channel_unet(
+    tiny_pipe, image, scheduler_cls
+):
+    from diffusers import StableDiffusionInpaintPipeline
+
+    mask = torch.zeros(64, 64)
+    mask[32:, 16:56] = 1  # on the 8-pixel grid: nearest and max-pool downsampling agree
+    scheduler = scheduler_cls.from_config(tiny_pipe.scheduler.config)
+    ours = editing.inpaint(
+        tiny_pipe, image, mask, "a dog", steps=6, seed=3, overlay=False, scheduler=scheduler
+    )
+    components = {**tiny_pipe.components, "scheduler": scheduler}
+    pipeline = StableDiffusionInpaintPipeline(**components, requires_safety_checker=False)
+    pipeline.set_progress_bar_config(disable=True)
+    reference = pipeline(
+        "a dog",
+        image=image / 2 + 0.5,
+        mask_image=mask[None, None],
+        num_inference_steps=6,
+        generator=torch.Generator().manual_seed(3),
+        output_type="pt",
+        height=64,
+        width=64,
+    ).images
+    assert (ours.images - reference.cpu()).abs().max() <= 1e-4
+
+
+def test_repaint_resampling_and_feathering_keep_the_far_known_region(tiny_pipe, image):
+    mask = torch.zeros(64, 64)
+    mask[32:, 32:] = 1
+    m = editing.latent_mask(mask, image, 8)
+    far = torch.ones_like(m)
+    far[..., 2:, 2:] = 0  # latent cells at least two away from the hole
+    ddim = DDIMScheduler.from_config(tiny_pipe.scheduler.config)
+    plain = editing.inpaint(tiny_pipe, image, mask, "a dog", steps=4, seed=1, scheduler=ddim)
+    for kw in (dict(resample=2), dict(feather=0.5)):  # radius round(3 * 0.5) = 2 cells
+        out = editing.inpaint(
+            tiny_pipe, image, mask, "a dog", steps=4, seed=1, scheduler=ddim, **kw
+        )
+        assert torch.allclose(out.latents * far, plain.latents * far, atol=1e-5), kw
+        assert not torch.allclose(out.latents * m, plain.latents * m, atol=1e-3), kw

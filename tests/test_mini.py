@@ -192,3 +192,22 @@ def test_held_out_pictures_are_not_in_the_training_set():
     assert data.held_out_dataset(5)[1] == specs[:5]  # deterministic
     with pytest.raises(ValueError, match="training seed"):
         data.held_out_dataset(5, seed=data.TRAINING_SEED)
+
+
+def test_prompt_accuracy_counts_what_the_judge_reads_back():
+    pictures, specs = D.make_dataset(12, seed=3)
+    captions = [
+        D.caption(s, template="a {color} {shape} on a {background} background") for s in specs
+    ]
+    images = torch.from_numpy(pictures).permute(0, 3, 1, 2).float() / 255
+    assert D.prompt_accuracy(images, captions) == {"color": 1.0, "shape": 1.0, "background": 1.0}
+    wrong = [
+        c.replace(s.shape, "square" if s.shape != "square" else "circle")
+        for c, s in zip(captions, specs)
+    ]
+    assert D.prompt_accuracy(images, wrong)["shape"] == 0.0
+    assert D.prompt_accuracy(list(pictures), captions, keys=("color",)) == {"color": 1.0}
+    with pytest.raises(ValueError, match="one prompt per image"):
+        D.prompt_accuracy(images, captions[:3])
+    with pytest.raises(ValueError, match="no prompt names a size"):
+        D.prompt_accuracy(images, captions, keys=("size",))

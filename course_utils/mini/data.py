@@ -10,8 +10,10 @@ what the model generates.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -174,6 +176,31 @@ def judge(image: np.ndarray) -> dict[str, str | None]:
     else:
         out["position"] = ("top" if cy < 32 else "bottom") + " " + ("left" if cx < 32 else "right")
     return out
+
+
+def prompt_accuracy(
+    images: Any, prompts: Sequence[str], keys: Sequence[str] = ("color", "shape", "background")
+) -> dict[str, float]:
+    """For each key, the fraction of `images` whose judged value equals what its prompt asks for
+    (`parse_prompt`), over the prompts that name that key: the course's measure of "did the
+    picture follow the prompt". `images`: (B, 3, H, W) tensor in [0, 1] or (H, W, 3) arrays."""
+    images = list(images)
+    if len(images) != len(prompts) or not images:
+        raise ValueError(
+            f"need one prompt per image, got {len(images)} images, {len(prompts)} prompts"
+        )
+    verdicts = [
+        judge(im.detach().float().cpu().permute(1, 2, 0).numpy() if hasattr(im, "permute") else im)
+        for im in images
+    ]
+    wanted = [parse_prompt(p) for p in prompts]
+    rates = {}
+    for key in keys:
+        asked = [(v[key], w[key]) for v, w in zip(verdicts, wanted) if key in w]
+        if not asked:
+            raise ValueError(f"no prompt names a {key}: {list(prompts)[:3]}...")
+        rates[key] = sum(got == want for got, want in asked) / len(asked)
+    return rates
 
 
 def make_dataset(n: int, seed: int = 0) -> tuple[np.ndarray, list[Spec]]:
