@@ -122,16 +122,32 @@ def check_snr_half(answer: int) -> None:
     exercise("SNR crosses 1 at t", answer, int(torch.nonzero(ab / (1 - ab) < 1)[0]))
 
 
+def check_min_kl_weight(answer: int) -> None:
+    """Ex 4.2: the t in 1..999 where the bound's weight w_t = beta_t^2 / (2 sigma_t^2 alpha_t
+    (1 - alpha_bar_t)), sigma_t^2 = beta~_t (Ho et al. Eq. 12), is smallest; from diffusers'
+    schedule in float64. The minimum is flat, so any t within 0.1 % of it counts."""
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    betas = sched.betas.double()
+    ab = torch.cumprod(1 - betas, 0)
+    ts = torch.arange(1, 1000)
+    variance = (1 - ab[ts - 1]) / (1 - ab[ts]) * betas[ts]
+    w = betas[ts] ** 2 / (2 * variance * (1 - betas[ts]) * (1 - ab[ts]))
+    ok = isinstance(answer, int) and 1 <= answer <= 999 and w[answer - 1] <= 1.001 * w.min()
+    exercise("smallest w_t at t", ok, True)
+
+
 def check_posterior_mean(answer: Callable[..., torch.Tensor]) -> None:
     """Ex 4.3: your `posterior_mean(x0, xt, t, s)`, the mean of q(x_s | x_t, x_0) for a jump
     from t to s < t (Ho et al. Eq. 7 with alpha_bar_s for alpha_bar_{t-1}), against
     `DDPMScheduler.step` at 10 steps (jumps of 100) and 1000 steps, its added noise removed."""
     from diffusers import DDPMScheduler
 
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(0)  # s = -1 stands for the data (alpha_bar_{-1} := 1)
     x0, eps = torch.randn(2, 2, 4, 4, 4, generator=g)
     got, expected = [], []
-    for n_steps, t in ((10, 900), (10, 500), (10, 100), (1000, 1)):
+    for n_steps, t in ((10, 900), (10, 500), (10, 100), (10, 0), (1000, 1)):
         sched = DDPMScheduler(
             beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False
         )
@@ -141,7 +157,7 @@ def check_posterior_mean(answer: Callable[..., torch.Tensor]) -> None:
         z = torch.randn(x0.shape, generator=torch.Generator().manual_seed(t))
         prev = sched.step(eps, t, xt, generator=torch.Generator().manual_seed(t)).prev_sample
         expected.append(prev - sched._get_variance(t) ** 0.5 * z)
-        got.append(_call("posterior_mean", answer, x0, xt, t, t - 1000 // n_steps))
+        got.append(_call("posterior_mean", answer, x0, xt, t, max(t - 1000 // n_steps, -1)))
     if all(isinstance(v, torch.Tensor) for v in got):
         exercise("posterior mean", torch.stack(got), torch.stack(expected), atol=1e-4)
     elif all(v is not None for v in got):
@@ -197,3 +213,25 @@ def check_cfg(answer: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor
         exercise("guided eps", torch.stack(got), torch.stack(expected), atol=1e-5)
     elif all(v is not None for v in got):
         print("guided eps: not yet - return a tensor shaped like eps_u (see the hint above)")
+
+
+def check_inpaint_blend(answer: Callable[..., torch.Tensor]) -> None:
+    """Ex 7.2: your `blend(z, z_image, noise, m, alpha_bar_next)`: m z + (1 - m) q-sample of the
+    picture's latent at the next timestep (blended latent diffusion, Avrahami et al. 2023),
+    against `DDPMScheduler.add_noise` at t = 900, 500, 0 with a mask of 0s, 1s and a soft edge."""
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    g = torch.Generator().manual_seed(0)
+    z, z_image, noise = torch.randn(3, 1, 4, 8, 8, generator=g)
+    m = torch.zeros(1, 1, 8, 8)
+    m[..., 4:, 4:], m[..., 3, 3:], m[..., 3:, 3] = 1.0, 0.5, 0.5
+    got, expected = [], []
+    for t in (900, 500, 0):
+        known = sched.add_noise(z_image, noise, torch.tensor([t]))
+        expected.append(m * z + (1 - m) * known)
+        got.append(_call("blend", answer, z, z_image, noise, m, sched.alphas_cumprod[t]))
+    if all(isinstance(v, torch.Tensor) for v in got):
+        exercise("inpainting blend", torch.stack(got), torch.stack(expected), atol=1e-5)
+    elif all(v is not None for v in got):
+        print("inpainting blend: not yet - return a tensor shaped like z (see the hint above)")

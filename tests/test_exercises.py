@@ -17,14 +17,22 @@ alpha_bar = [math.prod(1 - b for b in betas[: t + 1]) for t in range(1000)]
 
 
 def posterior_mean(x0, xt, t, s):  # Ho et al. Eq. 7 for a jump t -> s, from the closed form above
-    alpha = alpha_bar[t] / alpha_bar[s]
-    return (alpha_bar[s] ** 0.5 * (1 - alpha) * x0 + alpha**0.5 * (1 - alpha_bar[s]) * xt) / (
-        1 - alpha_bar[t]
-    )
+    ab_s = alpha_bar[s] if s >= 0 else 1.0  # s = -1: the data
+    alpha = alpha_bar[t] / ab_s
+    return (ab_s**0.5 * (1 - alpha) * x0 + alpha**0.5 * (1 - ab_s) * xt) / (1 - alpha_bar[t])
+
+
+def kl_weight(t):  # Ho et al. Eq. 12 with sigma_t^2 = beta~_t, in closed form
+    beta_tilde = (1 - alpha_bar[t - 1]) / (1 - alpha_bar[t]) * betas[t]
+    return betas[t] ** 2 / (2 * beta_tilde * (1 - betas[t]) * (1 - alpha_bar[t]))
 
 
 def ddim_step(eps, x, ab_t, ab_s):  # Song et al. 2021, Eq. 12 with eta = 0
     return ab_s**0.5 * (x - (1 - ab_t) ** 0.5 * eps) / ab_t**0.5 + (1 - ab_s) ** 0.5 * eps
+
+
+def blend(z, z_image, noise, m, ab):  # Avrahami et al. 2023, with 04's closed form
+    return m * z + (1 - m) * (ab**0.5 * z_image + (1 - ab) ** 0.5 * noise)
 
 
 def weights_mb(module):
@@ -61,6 +69,7 @@ CASES = [  # (check, keyword arguments, right answer, wrong answer)
     (ex.check_truncated_words, dict(prompt="a cat " * 50), len(tok.encode("a cat " * 50)) - 77, 0),
     (ex.check_compression_factor, {}, 48.0, 64.0),  # 3*512*512 / (4*64*64)
     (ex.check_alpha_bar, dict(t=250), round(alpha_bar[250], 4), 0.5),
+    (ex.check_min_kl_weight, {}, min(range(1, 1000), key=kl_weight), 999),
     (ex.check_snr_half, {}, next(t for t, a in enumerate(alpha_bar) if a / (1 - a) < 1), 500),
     (  # the one-step formula (s = t - 1 always) is right only for the 1000-step case
         ex.check_posterior_mean,
@@ -74,6 +83,12 @@ CASES = [  # (check, keyword arguments, right answer, wrong answer)
         {},
         ddim_step,
         lambda eps, x, ab_t, ab_s: x + ((1 - ab_s) ** 0.5 - (1 - ab_t) ** 0.5) * eps,
+    ),
+    (  # the known region pasted back clean, not noised to the next step's level
+        ex.check_inpaint_blend,
+        {},
+        blend,
+        lambda z, z_image, noise, m, ab: m * z + (1 - m) * z_image,
     ),
     (ex.check_cfg, {}, lambda u, c, g: u + g * (c - u), lambda u, c, g: c + g * (c - u)),
 ]
