@@ -235,3 +235,31 @@ def check_inpaint_blend(answer: Callable[..., torch.Tensor]) -> None:
         exercise("inpainting blend", torch.stack(got), torch.stack(expected), atol=1e-5)
     elif all(v is not None for v in got):
         print("inpainting blend: not yet - return a tensor shaped like z (see the hint above)")
+
+
+def check_attention_head(answer: Callable[..., torch.Tensor]) -> None:
+    """Ex 8.2: your `attention_head(attn, x, context, h)`: head h of a cross-attention layer before
+    its output projection, softmax(Q_h K_h^T / sqrt(d)) V_h (Vaswani et al. 2017, Eq. 1), against
+    `F.scaled_dot_product_attention` on a diffusers `Attention` layer's projections, every head."""
+    import torch.nn.functional as F
+    from diffusers.models.attention_processor import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(query_dim=16, cross_attention_dim=12, heads=2, dim_head=8).eval()
+    g = torch.Generator().manual_seed(1)
+    x, context = torch.randn(1, 10, 16, generator=g), torch.randn(1, 5, 12, generator=g)
+    with torch.no_grad():
+        split = [
+            z.view(1, -1, 2, 8).transpose(1, 2)
+            for z in (attn.to_q(x), attn.to_k(context), attn.to_v(context))
+        ]
+        expected = F.scaled_dot_product_attention(*split)[0]  # (heads, 10, 8)
+        got = [_call("attention_head", answer, attn, x, context, h) for h in range(2)]
+    if all(isinstance(v, torch.Tensor) and v.numel() == 80 for v in got):
+        exercise(
+            "attention head", torch.stack([v.reshape(10, 8) for v in got]), expected, atol=1e-5
+        )
+    elif all(v is not None for v in got):
+        print(
+            "attention head: not yet - return (batch, tokens, d) for one head (see the hint above)"
+        )

@@ -35,6 +35,13 @@ def blend(z, z_image, noise, m, ab):  # Avrahami et al. 2023, with 04's closed f
     return m * z + (1 - m) * (ab**0.5 * z_image + (1 - ab) ** 0.5 * noise)
 
 
+def attention_head(attn, x, context, h):  # Vaswani et al. 2017, Eq. 1, one head
+    d = attn.to_q.out_features // attn.heads
+    cols = slice(h * d, (h + 1) * d)
+    q, k, v = attn.to_q(x)[..., cols], attn.to_k(context)[..., cols], attn.to_v(context)[..., cols]
+    return torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d), dim=-1) @ v
+
+
 def weights_mb(module):
     return sum(p.numel() * p.element_size() for p in module.parameters()) / 2**20
 
@@ -89,6 +96,12 @@ CASES = [  # (check, keyword arguments, right answer, wrong answer)
         {},
         blend,
         lambda z, z_image, noise, m, ab: m * z + (1 - m) * z_image,
+    ),
+    (  # without the 1 / sqrt(d) scale
+        ex.check_attention_head,
+        {},
+        attention_head,
+        lambda attn, x, c, h: attention_head(attn, x * 8**0.5, c, h),
     ),
     (ex.check_cfg, {}, lambda u, c, g: u + g * (c - u), lambda u, c, g: c + g * (c - u)),
 ]
