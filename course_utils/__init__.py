@@ -11,7 +11,8 @@ Each module holds one idea that a notebook writes out first:
     flow          the DDPM schedule as a flow-matching schedule           (05)
     sampling      the denoising loop with classifier-free guidance        (06)
     gym           a base model + reward environment ("images/red")        (06)
-    editing       img2img, inpainting, prompt switching                   (07)
+    editing       img2img, inpainting (with RePaint resampling), prompt switching (07)
+    unet          timestep features; cross-attention maps recorded or replayed (08)
     check         `report`: print a difference and assert a tolerance     (all)
     viz, widgets  image grids and plots; live controls                    (all)
     exercises     the exercises' check functions                          (all)
@@ -40,6 +41,7 @@ _SUBMODULES = {
     "models",
     "sampling",
     "tokenization",
+    "unet",
     "viz",
     "widgets",
 }

@@ -21,6 +21,17 @@ def _call(name: str, fn: Callable, *args: object) -> object:
         return None
 
 
+def _verdict(name: str, got: list, expected: list[torch.Tensor], atol: float, like: str) -> None:
+    """Compare a learner function's results over several calls with the expected tensors. A crash
+    was already reported by `_call`; a wrong type or shape is a "not yet" with a hint."""
+    if any(v is None for v in got):
+        return
+    if all(isinstance(v, torch.Tensor) and v.shape == e.shape for v, e in zip(got, expected)):
+        exercise(name, torch.stack(got), torch.stack(expected), atol=atol)
+    else:
+        print(f"{name}: not yet - return a tensor shaped like {like} (see the hint above)")
+
+
 def check_weights_mb(answer: Callable[[torch.nn.Module], float]) -> None:
     """Ex 0.1: your `weights_mb(module)` -> the megabytes (2**20 bytes) its parameters take, in
     whatever dtype they are; checked on a small network in float32, float16 and bfloat16."""
@@ -158,10 +169,7 @@ def check_posterior_mean(answer: Callable[..., torch.Tensor]) -> None:
         prev = sched.step(eps, t, xt, generator=torch.Generator().manual_seed(t)).prev_sample
         expected.append(prev - sched._get_variance(t) ** 0.5 * z)
         got.append(_call("posterior_mean", answer, x0, xt, t, max(t - 1000 // n_steps, -1)))
-    if all(isinstance(v, torch.Tensor) for v in got):
-        exercise("posterior mean", torch.stack(got), torch.stack(expected), atol=1e-4)
-    elif all(v is not None for v in got):
-        print("posterior mean: not yet - return a tensor shaped like xt (see the hint above)")
+    _verdict("posterior mean", got, expected, atol=1e-4, like="xt")
 
 
 def check_velocity(
@@ -194,10 +202,7 @@ def check_ddim_step(answer: Callable[..., torch.Tensor]) -> None:
         ab_s = sched.alphas_cumprod[s] if s >= 0 else sched.final_alpha_cumprod
         expected.append(sched.step(eps, t, x, eta=0.0).prev_sample)
         got.append(_call("ddim_step", answer, eps, x, sched.alphas_cumprod[t], ab_s))
-    if all(isinstance(v, torch.Tensor) for v in got):
-        exercise("DDIM step", torch.stack(got), torch.stack(expected), atol=1e-5)
-    elif all(v is not None for v in got):
-        print("DDIM step: not yet - return a tensor shaped like x (see the hint above)")
+    _verdict("DDIM step", got, expected, atol=1e-5, like="x")
 
 
 def check_cfg(answer: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]) -> None:
@@ -208,11 +213,8 @@ def check_cfg(answer: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor
     eps_u, eps_c = torch.randn(2, 2, 4, 8, 8, generator=gen)
     scales = (0.0, 1.0, 7.5)
     got = [_call("guided", answer, eps_u, eps_c, s) for s in scales]
-    if all(isinstance(v, torch.Tensor) for v in got):
-        expected = [eps_u + s * (eps_c - eps_u) for s in scales]
-        exercise("guided eps", torch.stack(got), torch.stack(expected), atol=1e-5)
-    elif all(v is not None for v in got):
-        print("guided eps: not yet - return a tensor shaped like eps_u (see the hint above)")
+    expected = [eps_u + s * (eps_c - eps_u) for s in scales]
+    _verdict("guided eps", got, expected, atol=1e-5, like="eps_u")
 
 
 def check_inpaint_blend(answer: Callable[..., torch.Tensor]) -> None:
@@ -231,10 +233,7 @@ def check_inpaint_blend(answer: Callable[..., torch.Tensor]) -> None:
         known = sched.add_noise(z_image, noise, torch.tensor([t]))
         expected.append(m * z + (1 - m) * known)
         got.append(_call("blend", answer, z, z_image, noise, m, sched.alphas_cumprod[t]))
-    if all(isinstance(v, torch.Tensor) for v in got):
-        exercise("inpainting blend", torch.stack(got), torch.stack(expected), atol=1e-5)
-    elif all(v is not None for v in got):
-        print("inpainting blend: not yet - return a tensor shaped like z (see the hint above)")
+    _verdict("inpainting blend", got, expected, atol=1e-5, like="z")
 
 
 def check_attention_head(answer: Callable[..., torch.Tensor]) -> None:
@@ -253,13 +252,8 @@ def check_attention_head(answer: Callable[..., torch.Tensor]) -> None:
             z.view(1, -1, 2, 8).transpose(1, 2)
             for z in (attn.to_q(x), attn.to_k(context), attn.to_v(context))
         ]
-        expected = F.scaled_dot_product_attention(*split)[0]  # (heads, 10, 8)
+        expected = F.scaled_dot_product_attention(*split)  # (1, heads, 10, 8)
         got = [_call("attention_head", answer, attn, x, context, h) for h in range(2)]
-    if all(isinstance(v, torch.Tensor) and v.numel() == 80 for v in got):
-        exercise(
-            "attention head", torch.stack([v.reshape(10, 8) for v in got]), expected, atol=1e-5
-        )
-    elif all(v is not None for v in got):
-        print(
-            "attention head: not yet - return (batch, tokens, d) for one head (see the hint above)"
-        )
+    _verdict(
+        "attention head", got, [expected[:, h] for h in range(2)], atol=1e-5, like="(1, 10, 8)"
+    )

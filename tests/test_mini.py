@@ -211,3 +211,12 @@ def test_prompt_accuracy_counts_what_the_judge_reads_back():
         D.prompt_accuracy(images, captions[:3])
     with pytest.raises(ValueError, match="no prompt names a size"):
         D.prompt_accuracy(images, captions, keys=("size",))
+
+
+def test_foreground_mask_is_the_judges_shape():
+    spec = D.Spec("red", "square", "white", "large", "center")
+    picture = D.render(spec)
+    mask = D.foreground_mask(picture)
+    drawn = np.abs(picture.astype(int) - D.BACKGROUNDS["white"]).sum(-1) > 90  # far from white
+    assert mask.shape == (64, 64) and (mask == drawn).mean() > 0.99
+    assert np.array_equal(D.foreground_mask(picture / 255.0), mask)  # floats in [0, 1] alike

@@ -143,6 +143,18 @@ def _nearest(
     return names[int(np.argmin(d))]
 
 
+def _border(px: np.ndarray) -> np.ndarray:
+    return np.concatenate([px[0], px[-1], px[:, 0], px[:, -1]])
+
+
+def foreground_mask(image: np.ndarray) -> np.ndarray:
+    """(H, W) bool: the pixels farther than 60 (of 255) from the border's median colour — the
+    shape, as the judge finds it. `image`: (H, W, 3) uint8 or float in [0, 1], at its own size."""
+    px = np.asarray(image)
+    px = px.astype(float) if px.dtype == np.uint8 else np.clip(px, 0, 1) * 255
+    return np.linalg.norm(px - np.median(_border(px), axis=0), axis=-1) > 60
+
+
 def judge(image: np.ndarray) -> dict[str, str | None]:
     """Read a picture back: background (border median), the shape's colour (median of the
     pixels far from the background), shape (fill ratio of its bounding box: square ~0.97,
@@ -157,10 +169,9 @@ def judge(image: np.ndarray) -> dict[str, str | None]:
     if arr.shape[:2] != (SIZE, SIZE):
         arr = np.asarray(Image.fromarray(arr).resize((SIZE, SIZE), Image.Resampling.BILINEAR))
     px = arr.astype(float)
-    border = np.concatenate([px[0], px[-1], px[:, 0], px[:, -1]])
-    bg_rgb = np.median(border, axis=0)
+    bg_rgb = np.median(_border(px), axis=0)
     background = _nearest(bg_rgb, BACKGROUNDS)
-    fg = np.linalg.norm(px - bg_rgb, axis=-1) > 60
+    fg = foreground_mask(arr)
     out = dict(background=background, color=None, shape=None, position=None, size=None)
     if fg.sum() < 12:
         return out
