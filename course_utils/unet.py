@@ -44,11 +44,14 @@ class AttentionStore:
     probabilities (the conditional half of a guided batch, averaged over heads, resized to
     `size`) to a running sum per token; `keep`: also keep each call's full probabilities, in call
     order (for a replay); `replay`: a list of kept probabilities that replace the conditional
-    half's for the first `len(replay)` calls (prompt-to-prompt's word swap)."""
+    half's for the first `len(replay)` calls (prompt-to-prompt's word swap); `per_head`: also sum
+    each layer's maps per head at the layer's own resolution, in `head_sums[layer]`
+    (B, heads, 77, h, w) (a head's map means nothing averaged with another layer's)."""
 
-    def __init__(self, size: int, guided: bool = True, keep: bool = False):
-        self.size, self.guided, self.keep = size, guided, keep
+    def __init__(self, size: int, guided: bool = True, keep: bool = False, per_head: bool = False):
+        self.size, self.guided, self.keep, self.per_head = size, guided, keep, per_head
         self.sum: torch.Tensor | None = None  # (B, 77, size, size)
+        self.head_sums: dict[str, torch.Tensor] = {}
         self.calls = 0
         self.kept: list[torch.Tensor] = []
         self.replay: list[torch.Tensor] | None = None
@@ -59,8 +62,9 @@ class AttentionStore:
             raise RuntimeError("no cross-attention was recorded: run the U-Net inside `recording`")
         return self.sum / self.calls
 
-    def observe(self, probs: torch.Tensor, batch: int, heads: int) -> torch.Tensor:
-        """probs: (batch * heads, pixels, tokens) of one call; returns the probabilities to use."""
+    def observe(self, probs: torch.Tensor, batch: int, heads: int, layer: str = "") -> torch.Tensor:
+        """probs: (batch * heads, pixels, tokens) of one call of `layer`; returns the
+        probabilities to use."""
         cond = slice(batch // 2, batch) if self.guided and batch > 1 else slice(0, batch)
         p = probs.view(batch, heads, *probs.shape[1:])
         if self.replay is not None and self.calls < len(self.replay):
@@ -69,6 +73,9 @@ class AttentionStore:
         if self.keep:
             self.kept.append(p[cond].detach().clone())
         side = math.isqrt(p.shape[2])
+        if self.per_head:
+            h = p[cond].float().transpose(2, 3).reshape(*p[cond].shape[:2], p.shape[3], side, side)
+            self.head_sums[layer] = h + self.head_sums.get(layer, 0)
         m = p[cond].float().mean(1).transpose(1, 2).reshape(-1, p.shape[3], side, side)
         m = F.interpolate(m, size=(self.size, self.size), mode="bilinear", align_corners=False)
         self.sum = m if self.sum is None else self.sum + m
@@ -81,8 +88,8 @@ class MapProcessor:
     spatial or group norm), with the probabilities handed to an `AttentionStore` between the
     softmax and the product with the values:  softmax(Q K^T / sqrt(d)) V  (Vaswani et al. Eq. 1)."""
 
-    def __init__(self, store: AttentionStore):
-        self.store = store
+    def __init__(self, store: AttentionStore, layer: str = ""):
+        self.store, self.layer = store, layer
 
     def __call__(
         self,
@@ -102,7 +109,9 @@ class MapProcessor:
         q = attn.head_to_batch_dim(attn.to_q(hidden_states))
         k = attn.head_to_batch_dim(attn.to_k(context))
         v = attn.head_to_batch_dim(attn.to_v(context))
-        probs = self.store.observe(attn.get_attention_scores(q, k, mask), batch, attn.heads)
+        probs = self.store.observe(
+            attn.get_attention_scores(q, k, mask), batch, attn.heads, self.layer
+        )
         out = attn.batch_to_head_dim(torch.bmm(probs, v))
         out = attn.to_out[1](attn.to_out[0](out))
         if attn.residual_connection:
@@ -116,7 +125,10 @@ def recording(unet: UNet2DConditionModel, store: AttentionStore) -> Iterator[Att
     block; the self-attention layers and the original processors are restored afterwards."""
     before = unet.attn_processors
     unet.set_attn_processor(
-        {name: MapProcessor(store) if ".attn2." in name else p for name, p in before.items()}
+        {
+            name: MapProcessor(store, name.split(".processor")[0]) if ".attn2." in name else p
+            for name, p in before.items()
+        }
     )
     try:
         yield store

@@ -54,3 +54,14 @@ def test_replaying_maps_keeps_them_and_changes_the_output(tiny_pipe):
     assert all(torch.equal(a, b) for a, b in zip(replay.kept, red.kept))  # the maps were replaced
     assert not torch.allclose(edited, blue, atol=1e-4)  # ... and they matter
     assert torch.allclose(again, _unet_call(tiny_pipe, ["a red circle"]), atol=1e-5)
+
+
+def test_per_head_sums_are_distributions_per_layer(tiny_pipe):
+    with torch.no_grad(), U.recording(tiny_pipe.unet, U.AttentionStore(8, per_head=True)) as s:
+        _unet_call(tiny_pipe, ["a red circle"])
+        _unet_call(tiny_pipe, ["a red circle"], seed=1)  # two calls of every layer
+    layers = [n.split(".processor")[0] for n in tiny_pipe.unet.attn_processors if ".attn2." in n]
+    assert sorted(s.head_sums) == sorted(layers)
+    for h in s.head_sums.values():  # (B, heads, 77, h, w), each pixel's weights sum to 1 per call
+        assert h.shape[:3] == (1, h.shape[1], 77)
+        assert torch.allclose(h.sum(2), torch.full_like(h.sum(2), 2.0), atol=1e-4)
