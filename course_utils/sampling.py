@@ -245,11 +245,11 @@ def denoise(
         )
     params = inspect.signature(scheduler.step).parameters
     step_kwargs = {k: v for k, v in (("eta", eta), ("generator", generator)) if k in params}
+    ab = scheduler.alphas_cumprod.to(latents.device) if resample else None
     for i, t in enumerate(timesteps):
         g = guidance if text_emb_at is None else guidance._replace(text_emb=text_emb_at(i))
         for repeat in range(resample + 1 if i + 1 < len(timesteps) else 1):
             if repeat:  # back up from the next timestep to t with fresh noise
-                ab = scheduler.alphas_cumprod.to(latents.device)
                 a = ab[t] / ab[timesteps[i + 1]]
                 z = torch.randn(latents.shape, generator=generator).to(latents)
                 latents = (a**0.5 * latents.float() + (1 - a) ** 0.5 * z.float()).to(latents.dtype)

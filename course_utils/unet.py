@@ -40,9 +40,9 @@ def timestep_features(
 
 
 class AttentionStore:
-    """What the `MapProcessor`s of one U-Net share. `record`: add every cross-attention call's
+    """What the `MapProcessor`s of one U-Net share. Always: every cross-attention call's
     probabilities (the conditional half of a guided batch, averaged over heads, resized to
-    `size`) to a running sum per token; `keep`: also keep each call's full probabilities, in call
+    `size`) are added to a running sum per token (`maps()`); `keep`: also keep each call's full probabilities, in call
     order (for a replay); `replay`: a list of kept probabilities that replace the conditional
     half's for the first `len(replay)` calls (prompt-to-prompt's word swap); `per_head`: also sum
     each layer's maps per head at the layer's own resolution, in `head_sums[layer]`
