@@ -203,7 +203,9 @@ def prompt_switch(
     setup = prepare(pipe, prompt_a, steps=steps, guidance_scale=guidance_scale, seed=seed)
     emb_b, _ = encode_prompt(pipe, [prompt_b])
     scheduler, emb_a = setup.scheduler, setup.guidance.text_emb
-    latents = initial_latents(pipe, 1, setup.height, setup.width, setup.generator, scheduler)
+    latents = initial_latents(
+        pipe, 1, setup.height, setup.width, setup.generator, scheduler.init_noise_sigma
+    )
     n_a = round(switch_at * len(scheduler.timesteps))
     latents = denoise(
         pipe,

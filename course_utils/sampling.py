@@ -179,10 +179,10 @@ def initial_latents(
     height: int,
     width: int,
     generator: torch.Generator,
-    scheduler: SchedulerMixin,
+    init_noise_sigma: float | torch.Tensor = 1.0,
 ) -> torch.Tensor:
-    """z_T ~ N(0, I) scaled by the scheduler's init_noise_sigma, drawn on the generator's device
-    (the CPU by default, so a seed gives the same picture on any device)."""
+    """z_T ~ N(0, I) * init_noise_sigma (a scheduler's `init_noise_sigma`), drawn on the
+    generator's device (the CPU by default, so a seed gives the same picture on any device)."""
     shape = (
         batch,
         pipe.unet.config.in_channels,
@@ -192,7 +192,7 @@ def initial_latents(
     z = torch.randn(
         shape, generator=generator, device=generator.device, dtype=pipe.text_encoder.dtype
     )
-    return z.to(pipe.device) * scheduler.init_noise_sigma
+    return z.to(pipe.device) * init_noise_sigma
 
 
 def guided_eps(
@@ -200,14 +200,16 @@ def guided_eps(
     latents: torch.Tensor,
     t: int | torch.Tensor,
     guidance: Guidance,
-    scheduler: SchedulerMixin,
+    scheduler: SchedulerMixin | None,
 ) -> torch.Tensor:
     """eps = eps_u + g (eps_c - eps_u)  (Ho & Salimans 2022, Eq. 6), one U-Net call on the
-    doubled batch (none doubled when g <= 1, as in diffusers)."""
+    doubled batch (none doubled when g <= 1, as in diffusers). The U-Net sees
+    `scheduler.scale_model_input(latents, t)`, or `latents` as given when scheduler is None
+    (the samplers of 09 scale their input themselves)."""
     text_emb, uncond_emb, g = guidance
     cfg = g > 1
     x = torch.cat([latents, latents]) if cfg else latents
-    x = scheduler.scale_model_input(x, t)
+    x = x if scheduler is None else scheduler.scale_model_input(x, t)
     emb = torch.cat([uncond_emb, text_emb]) if cfg else text_emb
     eps = pipe.unet(x, t, encoder_hidden_states=emb).sample
     if not cfg:
@@ -294,7 +296,12 @@ def generate(
     )
     scheduler = setup.scheduler
     latents = initial_latents(
-        pipe, len(setup.prompts), setup.height, setup.width, setup.generator, scheduler
+        pipe,
+        len(setup.prompts),
+        setup.height,
+        setup.width,
+        setup.generator,
+        scheduler.init_noise_sigma,
     )
     trajectory, x0_preds = ([], []) if return_trajectory else (None, None)
 
