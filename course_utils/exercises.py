@@ -257,3 +257,41 @@ def check_attention_head(answer: Callable[..., torch.Tensor]) -> None:
     _verdict(
         "attention head", got, [expected[:, h] for h in range(2)], atol=1e-5, like="(1, 10, 8)"
     )
+
+
+def check_heun_step(answer: Callable[..., torch.Tensor]) -> None:
+    """Ex 9.2: your `heun_step(denoiser, x, s, s_next)`: d = (x - D(x; s)) / s, Euler's
+    x' = x + (s' - s) d, then x + (s' - s) (d + d') / 2 with d' = (x' - D(x'; s')) / s'
+    (Karras et al. 2022, Alg. 1), Euler's x' alone when s' = 0. Against diffusers'
+    `HeunDiscreteScheduler.step`, driven through its two calls per step with the eps a U-Net
+    would give for the toy mixture's exact denoiser, at the first, a middle and the last step."""
+    from diffusers import HeunDiscreteScheduler
+
+    from course_utils.samplers import toy_mixture_score
+
+    sched = HeunDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
+    )
+    sched.set_timesteps(10)
+    means = torch.tensor([[2.0, 0.0], [-1.0, 1.7], [-1.0, -1.7]])
+    calls = []
+
+    def denoiser(x: torch.Tensor, sigma: torch.Tensor, timestep: object = None) -> torch.Tensor:
+        calls.append(float(sigma))
+        return x + sigma**2 * toy_mixture_score(x, sigma, means, 0.3)
+
+    g = torch.Generator().manual_seed(0)
+    sigmas = torch.cat([sched.sigmas[:1], sched.sigmas[1::2]])  # Heun lists each inner one twice
+    got, expected = [], []
+    for i in (0, 5, 9):
+        s, s_next = sigmas[i], sigmas[i + 1]
+        x = torch.randn(64, 2, generator=g) * float((s**2 + 1) ** 0.5)
+        sched._step_index = 2 * i  # the scheduler's first call of step i
+        eps = (x - denoiser(x, s)) / s
+        out = sched.step(eps, sched.timesteps[2 * i], x).prev_sample
+        if s_next > 0:  # its second call, at s_next, finishes the step
+            out = sched.step((out - denoiser(out, s_next)) / s_next, sched.timesteps[2 * i + 1], out)
+            out = out.prev_sample
+        expected.append(out)
+        got.append(_call("heun_step", answer, denoiser, x, s, s_next))
+    _verdict("Heun step", got, expected, atol=1e-5, like="x")

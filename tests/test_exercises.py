@@ -35,6 +35,14 @@ def blend(z, z_image, noise, m, ab):  # Avrahami et al. 2023, with 04's closed f
     return m * z + (1 - m) * (ab**0.5 * z_image + (1 - ab) ** 0.5 * noise)
 
 
+def heun_step(D, x, s, s_next):  # Karras et al. 2022, Alg. 1 (the trapezoid), written here again
+    d = (x - D(x, s)) / s
+    x_next = x + (s_next - s) * d
+    if s_next == 0:
+        return x_next
+    return x + (s_next - s) * (d + (x_next - D(x_next, s_next)) / s_next) / 2
+
+
 def attention_head(attn, x, context, h):  # Vaswani et al. 2017, Eq. 1, one head
     d = attn.to_q.out_features // attn.heads
     cols = slice(h * d, (h + 1) * d)
@@ -104,6 +112,12 @@ CASES = [  # (check, keyword arguments, right answer, wrong answer)
         lambda attn, x, c, h: attention_head(attn, x * 8**0.5, c, h),
     ),
     (ex.check_cfg, {}, lambda u, c, g: u + g * (c - u), lambda u, c, g: c + g * (c - u)),
+    (  # Euler's step alone: first order
+        ex.check_heun_step,
+        {},
+        heun_step,
+        lambda D, x, s, s_next: x + (s_next - s) * (x - D(x, s)) / s,
+    ),
 ]
 
 
