@@ -13,6 +13,7 @@ Each module holds one idea that a notebook writes out first:
     gym           a base model + reward environment ("images/red")        (06)
     editing       img2img, inpainting (with RePaint resampling), prompt switching (07)
     unet          timestep features; cross-attention maps recorded or replayed (08)
+    samplers      Euler, Heun, DPM-Solver++(2M), Euler ancestral in sigma; schedules (09)
     check         `report`: print a difference and assert a tolerance     (all)
     viz, widgets  image grids and plots; live controls                    (all)
     exercises     the exercises' check functions                          (all)
@@ -39,6 +40,7 @@ _SUBMODULES = {
     "gym",
     "images",
     "models",
+    "samplers",
     "sampling",
     "tokenization",
     "unet",
