@@ -290,8 +290,27 @@ def check_heun_step(answer: Callable[..., torch.Tensor]) -> None:
         eps = (x - denoiser(x, s)) / s
         out = sched.step(eps, sched.timesteps[2 * i], x).prev_sample
         if s_next > 0:  # its second call, at s_next, finishes the step
-            out = sched.step((out - denoiser(out, s_next)) / s_next, sched.timesteps[2 * i + 1], out)
+            out = sched.step(
+                (out - denoiser(out, s_next)) / s_next, sched.timesteps[2 * i + 1], out
+            )
             out = out.prev_sample
         expected.append(out)
         got.append(_call("heun_step", answer, denoiser, x, s, s_next))
     _verdict("Heun step", got, expected, atol=1e-5, like="x")
+
+
+def check_rwr_loss(answer: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]) -> None:
+    """Ex 10.2: your `rwr_loss(per_sample_losses, rewards, beta)`: (1/B) sum_i w_i l_i with
+    w = B softmax(r / beta) (reward-weighted regression, Peng et al. 2019, Eq. 7 with
+    self-normalised weights), against `finetune.reward_weights` on several batches and betas."""
+    from course_utils.finetune import reward_weights
+
+    g = torch.Generator().manual_seed(0)
+    got, expected = [], []
+    for batch, beta in ((4, 0.05), (8, 1.0), (16, 0.2)):
+        losses = torch.rand(batch, generator=g)
+        rewards = torch.randn(batch, generator=g)
+        expected.append((reward_weights(rewards, beta) * losses).mean().reshape(1))
+        value = _call("rwr_loss", answer, losses, rewards, beta)
+        got.append(value.reshape(1) if isinstance(value, torch.Tensor) else value)
+    _verdict("RWR loss", got, expected, atol=1e-6, like="a scalar tensor")

@@ -130,6 +130,35 @@ class RednessReward(Reward):
         return r, torch.isfinite(r)
 
 
+@reward_registry.register("images/compressibility", quality=95)
+class CompressibilityReward(Reward):
+    """r = -(bytes of the image saved as a JPEG at `quality`) / 1000, the kB a picture costs
+    (Black et al. 2024, "DDPO", Sec. 6.1): flat pictures score high, noise low. Computed by PIL on
+    rounded uint8 pixels, so it has no gradient: only methods that need reward *values* can use it
+    (notebook 10)."""
+
+    def __init__(self, quality: int = 95):
+        if not isinstance(quality, int) or not 1 <= quality <= 100:
+            raise ValueError(f"JPEG quality must be an integer in 1 ... 100, got {quality!r}")
+        self.quality = quality
+
+    def __call__(self, images: torch.Tensor, **kw) -> tuple[torch.Tensor, torch.Tensor]:
+        """r = -kB of each image as a JPEG; valid where the image is finite."""
+        import io
+
+        from PIL import Image
+
+        images = _check_images(images).detach().float().cpu()
+        valid = torch.isfinite(images).flatten(1).all(1)
+        pixels = (images.nan_to_num(0).clamp(0, 1) * 255).round().to(torch.uint8)
+        sizes = []
+        for arr in pixels.permute(0, 2, 3, 1).numpy():
+            buffer = io.BytesIO()
+            Image.fromarray(arr).save(buffer, format="JPEG", quality=self.quality)
+            sizes.append(buffer.tell())
+        return -torch.tensor(sizes, dtype=torch.float32) / 1000, valid
+
+
 @base_model_registry.register(
     "images/stable_diffusion", prompt="a red circle on a white background", guidance_scale=7.5
 )

@@ -137,3 +137,20 @@ def reward_comparison(
     axes[1].set_xticks([])
     fig.tight_layout()
     return fig
+
+
+def progress(iterable: Any, desc: str, total: int | None = None) -> Any:
+    """A tqdm bar over `iterable` while a loop runs, gone when it ends: in a notebook the cell's
+    output is cleared at the end (so print after the loop), and no stuck bar is saved with it."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(iterable, desc=desc, total=total, leave=False)
+    yield from bar
+    bar.close()
+    try:
+        from IPython import get_ipython
+        from IPython.display import clear_output
+    except ImportError:
+        return
+    if get_ipython() is not None:
+        clear_output()

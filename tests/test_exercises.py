@@ -112,6 +112,12 @@ CASES = [  # (check, keyword arguments, right answer, wrong answer)
         lambda attn, x, c, h: attention_head(attn, x * 8**0.5, c, h),
     ),
     (ex.check_cfg, {}, lambda u, c, g: u + g * (c - u), lambda u, c, g: c + g * (c - u)),
+    (  # unweighted: plain fine-tuning on the samples
+        ex.check_rwr_loss,
+        {},
+        lambda losses, r, beta: (len(r) * torch.softmax(r / beta, dim=0) * losses).mean(),
+        lambda losses, r, beta: losses.mean(),
+    ),
     (  # Euler's step alone: first order
         ex.check_heun_step,
         {},

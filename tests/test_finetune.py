@@ -1,0 +1,190 @@
+"""Reward fine-tuning helpers against independent references: a saved and re-loaded adapter gives
+the in-memory model's images, the weighted loss equals a hand computation, DRaFT's graph spans
+exactly K steps, the JPEG reward ranks a flat picture above noise."""
+
+import pytest
+import torch
+
+from course_utils import finetune as F
+from course_utils import gym
+from course_utils.models import load_pipeline
+from course_utils.sampling import generate
+
+
+@pytest.fixture
+def pipe(tiny_pipe_dir):
+    p = load_pipeline(str(tiny_pipe_dir), device="cpu")  # a fresh copy: adapters change it
+    p.vae.requires_grad_(False)
+    p.text_encoder.requires_grad_(False)
+    return p
+
+
+def make_env(pipe, reward="images/redness", steps=3, **kw):
+    kwargs = dict(pipe=pipe, prompt="a red circle") | kw
+    return gym.make("images/stable_diffusion", reward, steps, base_model_kwargs=kwargs)
+
+
+def perturb(params, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in params:
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+
+
+def test_lora_starts_as_the_identity_and_only_the_adapter_trains(pipe):
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    emb = torch.randn(1, 77, pipe.text_encoder.config.hidden_size)
+    with torch.no_grad():
+        before = pipe.unet(x, 10, encoder_hidden_states=emb).sample
+    params = F.add_lora(pipe.unet, rank=4)
+    with torch.no_grad():
+        after = pipe.unet(x, 10, encoder_hidden_states=emb).sample
+    assert torch.equal(before, after)  # B = 0
+    trainable = [n for n, p in pipe.unet.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable) and len(trainable) == len(params)
+    assert any(".to_q." in n for n in trainable) and any(".to_out.0." in n for n in trainable)
+    perturb(params)
+    with torch.no_grad():
+        changed = pipe.unet(x, 10, encoder_hidden_states=emb).sample
+        with F.adapter_off(pipe.unet):
+            off = pipe.unet(x, 10, encoder_hidden_states=emb).sample
+    assert not torch.allclose(changed, before) and torch.equal(off, before)
+
+
+def test_saved_adapter_reloads_to_the_same_images(pipe, tiny_pipe_dir, tmp_path):
+    perturb(F.add_lora(pipe.unet, rank=4))
+    path = F.save_lora(pipe, tmp_path)
+    assert path.name == "pytorch_lora_weights.safetensors" and path.exists()
+    fresh = load_pipeline(str(tiny_pipe_dir), device="cpu")
+    F.load_lora(fresh, tmp_path)
+    ours = generate(pipe, "a red circle", steps=4, seed=2).images
+    reloaded = generate(fresh, "a red circle", steps=4, seed=2).images
+    plain = generate(
+        load_pipeline(str(tiny_pipe_dir), device="cpu"), "a red circle", steps=4, seed=2
+    ).images
+    assert (ours - reloaded).abs().max().item() <= 1e-5
+    assert (ours - plain).abs().max().item() > 1e-4  # the adapter does change the pictures
+
+
+def test_save_without_an_adapter_is_a_clear_error(pipe, tmp_path):
+    with pytest.raises(ValueError, match="no LoRA adapter"):
+        F.save_lora(pipe, tmp_path)
+
+
+def test_weighted_loss_equals_a_hand_computation(pipe):
+    F.add_lora(pipe.unet, rank=4)
+    z = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    emb = torch.randn(3, 77, pipe.text_encoder.config.hidden_size)
+    rewards = torch.tensor([0.1, 0.5, -0.2])
+    w = F.reward_weights(rewards, 0.3)
+    ab = pipe.scheduler.alphas_cumprod
+    g = torch.Generator().manual_seed(5)
+    t = torch.randint(1000, (3,), generator=g)
+    eps = torch.randn(z.shape, generator=g)
+    expected = 0.0
+    with torch.no_grad():
+        for i in range(3):  # one sample at a time, the closed form of q(z_t | z_0)
+            zt = ab[t[i]].sqrt() * z[i : i + 1] + (1 - ab[t[i]]).sqrt() * eps[i : i + 1]
+            pred = pipe.unet(zt, t[i : i + 1], encoder_hidden_states=emb[i : i + 1]).sample
+            expected += w[i] * ((pred - eps[i : i + 1]) ** 2).mean() / 3
+        got = F.weighted_denoising_loss(pipe.unet, z, emb, w, ab, torch.Generator().manual_seed(5))
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    soft = torch.exp(rewards / 0.3) / torch.exp(rewards / 0.3).sum()
+    assert torch.allclose(w, 3 * soft) and w.mean().item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("rewards", "temperature", "match"),
+    [
+        (torch.tensor([0.1, float("nan")]), 0.1, "NaN or inf"),
+        (torch.tensor([0.1, 0.2]), 0.0, "temperature must be > 0"),
+        (torch.tensor([0.1, 0.2]), -1.0, "temperature must be >= 0"),
+        (torch.tensor([0.1, 0.2]), float("inf"), "finite"),
+    ],
+)
+def test_reward_weights_bad_input(rewards, temperature, match):
+    with pytest.raises(ValueError, match=match):
+        F.reward_weights(rewards, temperature)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_draft_keeps_the_graph_for_exactly_k_steps(pipe, k):
+    params = F.add_lora(pipe.unet, rank=4)
+    env = make_env(pipe, steps=3)
+    with_grad = []
+    hook = pipe.unet.register_forward_hook(
+        lambda m, i, o: with_grad.append(torch.is_grad_enabled())
+    )
+    try:
+        step = F.draft_step(env, 2, k=k, generator=torch.Generator().manual_seed(0))
+    finally:
+        hook.remove()
+    assert with_grad == [False] * (3 - k) + [True] * k
+    step.loss.backward()
+    assert all(p.grad is not None for p in params)
+    assert step.loss.item() == pytest.approx(-step.rewards.mean().item(), abs=1e-6)
+
+
+def test_draft_with_the_leash_adds_the_regulariser(pipe):
+    params = F.add_lora(pipe.unet, rank=4)
+    perturb(params)
+    env = make_env(pipe, steps=3)
+    plain = F.draft_step(env, 2, generator=torch.Generator().manual_seed(0))
+    leashed = F.draft_step(env, 2, generator=torch.Generator().manual_seed(0), kl_weight=10.0)
+    assert leashed.loss.item() > plain.loss.item()  # the penalty is >= 0 and the adapter moved
+    with pytest.raises(ValueError, match="k must be an integer in 1 ... 3"):
+        F.draft_step(env, 2, k=4)
+    with pytest.raises(ValueError, match="kl_weight must be"):
+        F.draft_step(env, 2, kl_weight=float("nan"))
+
+
+def test_compressibility_ranks_flat_above_noise():
+    reward = gym.reward_registry.make("images/compressibility")
+    flat = torch.full((1, 3, 64, 64), 0.4)
+    noise = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    r, valid = reward(torch.cat([flat, noise]))
+    assert r[0] > r[1] and valid.all()
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()  # the reward is minus the kB of PIL's own JPEG at quality 95
+    Image.fromarray((flat[0].permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(
+        buffer, format="JPEG", quality=95
+    )
+    assert r[0].item() == pytest.approx(-buffer.tell() / 1000)
+    bad = torch.full((1, 3, 8, 8), float("nan"))
+    assert not reward(bad)[1].any()
+    with pytest.raises(ValueError, match="JPEG quality"):
+        gym.reward_registry.make("images/compressibility", quality=0)
+
+
+def test_compressibility_has_no_gradient_for_draft(pipe):
+    F.add_lora(pipe.unet, rank=4)
+    env = make_env(pipe, reward="images/compressibility", steps=2)
+    step = F.draft_step(env, 2, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        step.loss.backward()
+
+
+def test_rwr_round_trains_the_adapter(pipe):
+    params = F.add_lora(pipe.unet, rank=4)
+    before = [p.detach().clone() for p in params]
+    env = make_env(pipe, reward="images/compressibility", steps=2, guidance_scale=1.0)
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    step = F.rwr_round(
+        env, 4, opt, inner_steps=2, batch=2, generator=torch.Generator().manual_seed(0), steps=2
+    )
+    assert step.images.shape == (4, 3, 64, 64) and step.rewards.shape == (4,)
+    assert any(not torch.equal(a, b) for a, b in zip(before, params))
+    with pytest.raises(ValueError, match="inner_steps must be an integer >= 1"):
+        F.rwr_round(env, 4, opt, inner_steps=0)
+
+
+def test_pairwise_distance_is_the_mean_abs_difference():
+    x = torch.rand(4, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+    d = F.pairwise_distance(x)
+    brute = [(x[i] - x[j]).abs().mean() for i in range(4) for j in range(i + 1, 4)]
+    assert torch.allclose(d, torch.stack(brute), atol=1e-6)
+    with pytest.raises(ValueError, match="at least two"):
+        F.pairwise_distance(x[:1])
