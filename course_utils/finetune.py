@@ -63,7 +63,8 @@ def add_lora(
 
 def save_lora(pipe: StableDiffusionPipeline, folder: str | Path) -> Path:
     """Save the U-Net's LoRA adapter in diffusers' format (`pytorch_lora_weights.safetensors`,
-    keys as diffusers' training scripts write them); `pipe.load_lora_weights(folder)` reads it."""
+    keys as diffusers' training scripts write them, with the LoraConfig as metadata so that an
+    alpha other than the rank survives); `pipe.load_lora_weights(folder)` reads it."""
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
@@ -72,7 +73,10 @@ def save_lora(pipe: StableDiffusionPipeline, folder: str | Path) -> Path:
         raise ValueError("the U-Net has no LoRA adapter to save: call add_lora(pipe.unet) first")
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
     folder = Path(folder)
-    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=layers)
+    metadata = pipe.unet.peft_config["default"].to_dict()  # rank and alpha travel with the file
+    StableDiffusionPipeline.save_lora_weights(
+        folder, unet_lora_layers=layers, unet_lora_adapter_metadata=metadata
+    )
     return folder / "pytorch_lora_weights.safetensors"
 
 

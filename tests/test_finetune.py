@@ -51,8 +51,9 @@ def test_lora_starts_as_the_identity_and_only_the_adapter_trains(pipe):
     assert not torch.allclose(changed, before) and torch.equal(off, before)
 
 
-def test_saved_adapter_reloads_to_the_same_images(pipe, tiny_pipe_dir, tmp_path):
-    perturb(F.add_lora(pipe.unet, rank=4))
+@pytest.mark.parametrize("alpha", [None, 16.0])  # scale alpha / r = 1, and 4
+def test_saved_adapter_reloads_to_the_same_images(pipe, tiny_pipe_dir, tmp_path, alpha):
+    perturb(F.add_lora(pipe.unet, rank=4, alpha=alpha))
     path = F.save_lora(pipe, tmp_path)
     assert path.name == "pytorch_lora_weights.safetensors" and path.exists()
     fresh = load_pipeline(str(tiny_pipe_dir), device="cpu")
