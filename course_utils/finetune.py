@@ -18,6 +18,7 @@ The regulariser:        lambda mean (eps_theta(x_t, t) - eps_ref(x_t, t))^2 at a
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -112,8 +113,6 @@ class Step(NamedTuple):
 
 
 def _check_weight(name: str, value: float) -> float:
-    import math
-
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     if value < 0:
