@@ -81,15 +81,15 @@ def spaced_timesteps(
     T = num_train_timesteps
     n = steps + 1 if multistep and spacing != "trailing" else steps
     if spacing == "leading":
-        ts = (np.arange(n) * (T // n)).round() + steps_offset
+        ts = (np.arange(n) * (T // n)).round()[::-1] + steps_offset
     elif spacing == "linspace":
-        ts = np.linspace(0, T - 1, n)
+        ts = np.linspace(0, T - 1, n)[::-1]
         ts = ts.round() if multistep else ts
     elif spacing == "trailing":
-        ts = (np.arange(T, 0, -T / steps).round() - 1)[::-1]
+        ts = np.arange(T, 0, -T / steps).round() - 1  # already decreasing
     else:
         raise ValueError(f"unknown timestep_spacing {spacing!r}: use leading, linspace or trailing")
-    return ts[::-1][:steps].astype(np.float32)
+    return ts[:steps].astype(np.float32)
 
 
 def karras_sigmas(sigma_min: float, sigma_max: float, steps: int, rho: float = 7.0) -> np.ndarray:
