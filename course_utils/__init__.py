@@ -14,7 +14,8 @@ Each module holds one idea that a notebook writes out first:
     editing       img2img, inpainting (with RePaint resampling), prompt switching (07)
     unet          timestep features; cross-attention maps recorded or replayed (08)
     samplers      Euler, Heun, DPM-Solver++(2M), Euler ancestral in sigma; schedules (09)
-    finetune      LoRA through peft and diffusers' format; DRaFT-K, reward-weighted regression (10)
+    finetune      LoRA through peft and diffusers' format; DRaFT-K, reward-weighted regression (10);
+                  a new word: textual inversion, DreamBooth-LoRA with prior preservation  (11)
     check         `report`: print a difference and assert a tolerance     (all)
     viz, widgets  image grids and plots; live controls                    (all)
     exercises     the exercises' check functions                          (all)

@@ -314,3 +314,22 @@ def check_rwr_loss(answer: Callable[[torch.Tensor, torch.Tensor, float], torch.T
         value = _call("rwr_loss", answer, losses, rewards, beta)
         got.append(value.reshape(1) if isinstance(value, torch.Tensor) else value)
     _verdict("RWR loss", got, expected, atol=1e-6, like="a scalar tensor")
+
+
+def check_load_embedding(
+    answer: Callable[..., object], path: str, make_pipe: Callable[[], object]
+) -> None:
+    """Ex 11.1: your `load_embedding(pipe, path, token)` puts the textual-inversion vector saved in
+    `path` into a fresh pipeline (`make_pipe()`) under the new word `token`: the tokenizer knows
+    the word as one token, and its row of the token-embedding table is the file's vector."""
+    from safetensors.torch import load_file
+
+    saved = next(iter(load_file(str(path)).values())).reshape(-1).float()
+    pipe, token = make_pipe(), "<their-shape>"
+    _call("load_embedding", answer, pipe, str(path), token)
+    vocab = pipe.tokenizer.get_vocab()
+    if token not in vocab or pipe.tokenizer.tokenize(f"a {token}")[-1] != token:
+        print(f"load_embedding: not yet - the tokenizer has no word {token!r} (see the hint above)")
+        return
+    row = pipe.text_encoder.get_input_embeddings().weight[vocab[token]].detach().float().cpu()
+    exercise("load_embedding", row, saved, atol=1e-6)

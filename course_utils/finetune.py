@@ -1,4 +1,5 @@
-"""Changing the weights: LoRA adapters and reward fine-tuning (taught in 10_reward_finetuning).
+"""Changing the weights: LoRA adapters, reward fine-tuning (10_reward_finetuning) and teaching a
+new concept (11_personalisation).
 
 LoRA (Hu et al. 2022):  W x  ->  W x + (alpha / r) B A x,  A (r x d_in), B (d_out x r), B = 0 at
                         the start; only A and B train. Added with diffusers' `unet.add_adapter`
@@ -13,6 +14,13 @@ RWR (Peng et al. 2019; Lee et al. 2023): rounds of sampling the model, then the 
 The regulariser:        lambda mean (eps_theta(x_t, t) - eps_ref(x_t, t))^2 at a point of the
                         trajectory, eps_ref the frozen base model (the adapter switched off):
                         a KL-style leash to the base model (Fan et al. 2023, "DPOK", Sec. 4.2).
+Textual inversion (Gal et al. 2023, Eq. 2): one new word v*, only its row of the token-embedding
+                        table trains, v* = argmin E |eps - eps_theta(z_t, t, c_theta(y))|^2 over
+                        captions y that contain it; saved as diffusers' `learned_embeds.safetensors`,
+                        read by `pipe.load_textual_inversion`.
+DreamBooth's prior preservation (Ruiz et al. 2023, Eq. 2): the same loss on the new pictures plus
+                        lambda times it on "class" pictures the frozen model drew itself, so
+                        that what it already knew stays (`concept_loss`).
 """
 
 from __future__ import annotations
@@ -31,6 +39,8 @@ if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # every attention projection of the U-Net
+CROSS_ATTENTION = ("attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0")  # text -> picture
+RESNET_CONVS = ("conv1", "conv2")  # the two 3x3 convolutions of every ResNet block (08)
 
 
 def add_lora(
@@ -258,3 +268,149 @@ def pairwise_distance(images: torch.Tensor) -> torch.Tensor:
     d = torch.cdist(flat, flat, p=1) / flat.shape[1]
     i, j = torch.triu_indices(len(flat), len(flat), offset=1)
     return d[i, j]
+
+
+def add_token(
+    pipe: StableDiffusionPipeline, token: str, init_word: str | None = None, seed: int = 0
+) -> int:
+    """Add the new word `token` to the tokenizer and one row for it to the text encoder's
+    token-embedding table; return its id. The row starts as `init_word`'s embedding (one token:
+    Gal et al.'s coarse descriptor) or, with None, as a draw from N(mean, cov) of the existing rows
+    (transformers' `mean_resizing`, seeded by `seed`): a rare word, as DreamBooth uses."""
+    from transformers.utils import logging as tlogging
+
+    tok = pipe.tokenizer
+    if not isinstance(token, str) or not token or any(c.isspace() for c in token):
+        raise ValueError(f"token must be one word without spaces, such as '<cross>', got {token!r}")
+    if token in tok.get_vocab():
+        raise ValueError(
+            f"{token!r} is already in the tokenizer: pick a new word, such as '<my-x>'"
+        )
+    init_id = None
+    if init_word is not None:
+        ids = tok(init_word, add_special_tokens=False).input_ids
+        if len(ids) != 1:
+            raise ValueError(f"init_word {init_word!r} is {len(ids)} tokens: pick a one-token word")
+        init_id = ids[0]
+    tok.add_tokens([token])
+    torch.manual_seed(seed)
+    level = tlogging.get_verbosity()
+    tlogging.set_verbosity_error()  # its note on how new rows are initialised
+    try:
+        pipe.text_encoder.resize_token_embeddings(len(tok))
+    finally:
+        tlogging.set_verbosity(level)
+    token_id = tok.convert_tokens_to_ids(token)
+    if init_id is not None:
+        table = pipe.text_encoder.get_input_embeddings().weight
+        with torch.no_grad():
+            table[token_id] = table[init_id]
+    return token_id
+
+
+def embedding_row(pipe: StableDiffusionPipeline, token_id: int) -> torch.nn.Parameter:
+    """Make row `token_id` of the token-embedding table the only thing that trains: the table
+    requires grad and a hook zeroes every other row's gradient. With Adam (no weight decay) a
+    zero gradient is a zero step, so the other 49,408 rows stay bit-identical. Returns the table:
+    give it to `torch.optim.Adam`."""
+    table = pipe.text_encoder.get_input_embeddings().weight
+    if not 0 <= token_id < len(table):
+        raise ValueError(f"token_id {token_id} is outside the table's {len(table)} rows")
+    keep = torch.zeros(len(table), 1, dtype=table.dtype, device=table.device)
+    keep[token_id] = 1
+    table.requires_grad_(True)
+    table.register_hook(lambda grad: grad * keep)
+    return table
+
+
+def save_textual_inversion(pipe: StableDiffusionPipeline, token: str, path: str | Path) -> Path:
+    """Save `token`'s learned row as diffusers' textual-inversion file: {token: (1, d) float32} in
+    safetensors, as diffusers' `textual_inversion.py` writes `learned_embeds.safetensors`;
+    `pipe.load_textual_inversion(path)` adds the token and its row to another pipeline."""
+    from safetensors.torch import save_file
+
+    token_id = pipe.tokenizer.convert_tokens_to_ids(token)
+    if token not in pipe.tokenizer.get_vocab():
+        raise ValueError(f"{token!r} is not in the tokenizer: add_token(pipe, {token!r}) first")
+    row = pipe.text_encoder.get_input_embeddings().weight[token_id].detach().float().cpu()
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"save to a .safetensors file, got {path.name!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({token: row[None].contiguous()}, str(path))
+    return path
+
+
+def token_ids(pipe: StableDiffusionPipeline, prompts: Sequence[str]) -> torch.Tensor:
+    """(B, 77) token ids of `prompts`, padded and truncated as the pipeline does."""
+    tok = pipe.tokenizer
+    return tok(
+        list(prompts),
+        padding="max_length",
+        max_length=tok.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
+
+
+def concept_loss(
+    pipe: StableDiffusionPipeline,
+    latents: torch.Tensor,
+    ids: torch.Tensor,
+    prior: tuple[torch.Tensor, torch.Tensor] | None = None,
+    prior_weight: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """E |eps - eps_theta(z_t, t, c_theta(y))|^2 on the new pictures (latents, ids), through the
+    text encoder with its graph (textual inversion trains a row of it), plus prior_weight times
+    the same loss on `prior` = (latents, ids) of class pictures (DreamBooth, Eq. 2)."""
+    prior_weight = _check_weight("prior_weight", prior_weight)
+
+    def one(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        text_emb = pipe.text_encoder(y.to(pipe.text_encoder.device))[0]
+        ones = torch.ones(len(z))
+        alphas = pipe.scheduler.alphas_cumprod
+        return weighted_denoising_loss(pipe.unet, z, text_emb, ones, alphas, generator)
+
+    loss = one(latents, ids)
+    return loss + prior_weight * one(*prior) if prior is not None else loss
+
+
+def fit_concept(
+    pipe: StableDiffusionPipeline,
+    optimizer: torch.optim.Optimizer,
+    latents: torch.Tensor,
+    ids: torch.Tensor,
+    steps: int,
+    batch: int = 8,
+    prior: tuple[torch.Tensor, torch.Tensor] | None = None,
+    seed: int = 0,
+    desc: str = "training",
+) -> list[float]:
+    """`steps` steps of `optimizer` on `concept_loss` over random batches of (latents, ids) and,
+    with a prior, as many class pictures: textual inversion (Adam over `embedding_row`) or
+    DreamBooth-LoRA (over `add_lora`'s parameters). Call it again to train on: the optimizer
+    keeps its state. Deterministic for a seed on the CPU. Returns the losses."""
+    from course_utils.viz import progress
+
+    for name, value in (("steps", steps), ("batch", batch)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if len(latents) != len(ids):
+        raise ValueError(f"need one caption per picture: {len(latents)} latents, {len(ids)} ids")
+    if prior is not None and len(prior[0]) != len(prior[1]):
+        raise ValueError(f"prior: {len(prior[0])} latents for {len(prior[1])} captions")
+    g = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in progress(range(steps), desc):
+        i = torch.randint(len(latents), (batch,), generator=g)
+        pr = None
+        if prior is not None:
+            j = torch.randint(len(prior[0]), (batch,), generator=g)
+            pr = (prior[0][j], prior[1][j])
+        loss = concept_loss(pipe, latents[i], ids[i], pr, generator=g)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses

@@ -2,11 +2,15 @@
 "correct!" and returns True; a wrong one says "not yet" and returns False, never the answer."""
 
 import math
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
 
 from course_utils import exercises as ex
+from course_utils import finetune as F
+from course_utils.mini.arch import build_random_pipeline
 from course_utils.tokenization import SimpleCLIPTokenizer
 
 tok = SimpleCLIPTokenizer()
@@ -64,7 +68,26 @@ padded_causal = torch.tensor(
     [[0.0 if j <= i and j < 5 else float("-inf") for j in range(77)] for i in range(77)]
 )
 
+
+def tiny_pipe():
+    return build_random_pipeline("tiny", seed=0)
+
+
+def colleague_embedding() -> Path:  # someone else's textual-inversion file
+    pipe = tiny_pipe()
+    F.add_token(pipe, "<cross>", seed=5)
+    return F.save_textual_inversion(
+        pipe, "<cross>", Path(tempfile.mkdtemp()) / "learned_embeds.safetensors"
+    )
+
+
 CASES = [  # (check, keyword arguments, right answer, wrong answer)
+    (  # adding the word alone gives it a random row, not the colleague's vector
+        ex.check_load_embedding,
+        dict(path=colleague_embedding(), make_pipe=tiny_pipe),
+        lambda pipe, path, token: pipe.load_textual_inversion(path, token=token),
+        lambda pipe, path, token: F.add_token(pipe, token),
+    ),
     (
         ex.check_weights_mb,
         {},

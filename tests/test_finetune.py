@@ -189,3 +189,122 @@ def test_pairwise_distance_is_the_mean_abs_difference():
     assert torch.allclose(d, torch.stack(brute), atol=1e-6)
     with pytest.raises(ValueError, match="at least two"):
         F.pairwise_distance(x[:1])
+
+
+# --- 11: teaching a new concept -------------------------------------------------------------
+
+
+def test_add_token_appends_one_row_initialised_from_the_word(pipe):
+    n = len(pipe.tokenizer)
+    table_before = pipe.text_encoder.get_input_embeddings().weight.detach().clone()
+    token_id = F.add_token(pipe, "<cross>", init_word="square")
+    table = pipe.text_encoder.get_input_embeddings().weight
+    assert token_id == n and len(pipe.tokenizer) == n + 1 and len(table) == n + 1
+    assert torch.equal(table[:n], table_before)
+    square = pipe.tokenizer("square", add_special_tokens=False).input_ids[0]
+    assert torch.equal(table[token_id], table[square])
+    assert pipe.tokenizer.tokenize("a red <cross>") == ["a</w>", "red</w>", "<cross>"]
+
+
+@pytest.mark.parametrize(
+    "token, init_word, match",
+    [("a", None, "already in the tokenizer"), ("<a b>", None, "without spaces"),
+     ("<x>", "hello world", "2 tokens")],
+)  # fmt: skip
+def test_add_token_bad_input(pipe, token, init_word, match):
+    with pytest.raises(ValueError, match=match):
+        F.add_token(pipe, token, init_word=init_word)
+
+
+def concept_batch(pipe, n=4, token="<cross>"):
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn(n, 4, 8, 8, generator=g)
+    return latents, F.token_ids(pipe, [f"a red {token}"] * n)
+
+
+def test_textual_inversion_changes_exactly_one_row(pipe):
+    token_id = F.add_token(pipe, "<cross>", init_word="square")
+    pipe.unet.requires_grad_(False)
+    before = {n: p.detach().clone() for n, p in pipe.text_encoder.named_parameters()}
+    unet_before = {n: p.detach().clone() for n, p in pipe.unet.named_parameters()}
+    table = F.embedding_row(pipe, token_id)
+    table_before = table.detach().clone()
+    opt = torch.optim.Adam([table], lr=0.05)
+    losses = F.fit_concept(pipe, opt, *concept_batch(pipe), steps=5, batch=2)
+    assert len(losses) == 5
+    changed = (table.detach() != table_before).any(1)
+    assert changed.nonzero().flatten().tolist() == [token_id]
+    for name, p in pipe.text_encoder.named_parameters():
+        if p is not table:
+            assert torch.equal(p, before[name]), name
+    assert all(torch.equal(p, unet_before[n]) for n, p in pipe.unet.named_parameters())
+
+
+def test_fit_concept_is_deterministic_and_lowers_the_loss(tiny_pipe_dir):
+    runs = []
+    for _ in range(2):
+        p = load_pipeline(str(tiny_pipe_dir), device="cpu")
+        p.text_encoder.requires_grad_(False)
+        F.add_token(p, "<cross>")
+        opt = torch.optim.Adam(F.add_lora(p.unet, rank=4), lr=1e-2)
+        latents, ids = concept_batch(p, n=2)
+        runs.append(F.fit_concept(p, opt, latents, ids, steps=40, batch=2))
+    assert runs[0] == runs[1]
+    assert sum(runs[0][-10:]) < sum(runs[0][:10])  # two pictures: it memorises them
+
+
+def test_prior_adds_the_class_loss(pipe):
+    F.add_token(pipe, "<cross>")
+    latents, ids = concept_batch(pipe, n=2)
+    prior = (torch.randn(2, 4, 8, 8), F.token_ids(pipe, ["a blue square"] * 2))
+
+    def loss(*args, **kw):
+        return F.concept_loss(pipe, *args, generator=torch.Generator().manual_seed(3), **kw)
+
+    with torch.no_grad():
+        alone = loss(latents, ids)
+        both = loss(latents, ids, prior=prior, prior_weight=0.5)
+        g = torch.Generator().manual_seed(3)
+        F.concept_loss(pipe, latents, ids, generator=g)  # the same draws as inside `both`
+        emb = pipe.text_encoder(prior[1])[0]
+        ones, alphas = torch.ones(2), pipe.scheduler.alphas_cumprod
+        class_loss = F.weighted_denoising_loss(pipe.unet, prior[0], emb, ones, alphas, g)
+    assert torch.allclose(both, alone + 0.5 * class_loss, atol=1e-6)
+    with pytest.raises(ValueError, match="prior_weight must be a finite"):
+        loss(latents, ids, prior=prior, prior_weight=float("nan"))
+
+
+def test_saved_embedding_reloads_through_diffusers(pipe, tiny_pipe_dir, tmp_path):
+    token_id = F.add_token(pipe, "<cross>")
+    with torch.no_grad():
+        pipe.text_encoder.get_input_embeddings().weight[token_id].mul_(3.0)
+    path = F.save_textual_inversion(pipe, "<cross>", tmp_path / "learned_embeds.safetensors")
+    from safetensors.torch import load_file
+
+    saved = load_file(path)
+    assert list(saved) == ["<cross>"] and saved["<cross>"].shape == (1, 32)
+    fresh = load_pipeline(str(tiny_pipe_dir), device="cpu")
+    fresh.load_textual_inversion(str(path))
+    ours = generate(pipe, "a red <cross>", steps=3, seed=1).images
+    theirs = generate(fresh, "a red <cross>", steps=3, seed=1).images
+    assert torch.equal(ours, theirs)
+    other = load_pipeline(str(tiny_pipe_dir), device="cpu")  # under a name of one's own
+    other.load_textual_inversion(str(path), token="<my-shape>")
+    assert torch.equal(generate(other, "a red <my-shape>", steps=3, seed=1).images, ours)
+    with pytest.raises(ValueError, match="not in the tokenizer"):
+        F.save_textual_inversion(fresh, "<star>", tmp_path / "x.safetensors")
+    with pytest.raises(ValueError, match=".safetensors"):
+        F.save_textual_inversion(pipe, "<cross>", tmp_path / "x.bin")
+
+
+def test_conv_and_attention_lora_reloads_through_diffusers(pipe, tiny_pipe_dir, tmp_path):
+    params = F.add_lora(pipe.unet, rank=4, targets=F.CROSS_ATTENTION + F.RESNET_CONVS)
+    names = [n for n, p in pipe.unet.named_parameters() if p.requires_grad]
+    assert any(".conv1." in n for n in names) and any(".attn2.to_k." in n for n in names)
+    assert not any(".attn1." in n for n in names)
+    perturb(params)
+    F.save_lora(pipe, tmp_path)
+    fresh = load_pipeline(str(tiny_pipe_dir), device="cpu")
+    F.load_lora(fresh, tmp_path)
+    ours = generate(pipe, "a red circle", steps=3, seed=2).images
+    assert (ours - generate(fresh, "a red circle", steps=3, seed=2).images).abs().max() <= 1e-5

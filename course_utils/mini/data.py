@@ -5,6 +5,11 @@ Every image is a function of (seed, index): `sample_spec(seed, i)` draws what to
 `caption(spec, rng)` writes one of several templates. `judge(image)` reads colour, shape,
 background, position and size back from any 64x64 RGB image; it is how the benchmark scores
 what the model generates.
+
+`NEW_SHAPES` (a cross) can be drawn but is never sampled: mini-sd never saw one, and notebook 11
+teaches it. `detect_shape(image)` tells every drawable shape apart by template matching (IoU
+of the picture's foreground with each shape's own mask), where the judge's fill-ratio rule knows
+the three trained shapes only.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import numpy as np
@@ -30,7 +35,8 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "black": (20, 20, 20),
 }
 BACKGROUNDS: dict[str, tuple[int, int, int]] = {**COLORS, "gray": (128, 128, 128)}
-SHAPES = ("circle", "square", "triangle")
+SHAPES = ("circle", "square", "triangle")  # what mini-sd was trained on
+NEW_SHAPES = ("cross",)  # drawable, never sampled: not in mini-sd's training pictures or captions
 SIZES = {"small": 10.0, "large": 19.0}  # half-width in pixels of a 64x64 image
 POSITIONS = {  # centre of a small shape; large ones are always near the centre
     "center": (32, 32),
@@ -64,7 +70,7 @@ class Spec:
     def __post_init__(self):
         for name, value, allowed in (
             ("color", self.color, COLORS),
-            ("shape", self.shape, SHAPES),
+            ("shape", self.shape, SHAPES + NEW_SHAPES),
             ("background", self.background, BACKGROUNDS),
             ("size", self.size, SIZES),
             ("position", self.position, POSITIONS),
@@ -88,24 +94,83 @@ def sample_spec(seed: int, index: int) -> Spec:
     return Spec(color, rng.choice(SHAPES), background, size, position, jitter)
 
 
+def _draw(
+    draw: ImageDraw.ImageDraw,
+    shape: str,
+    cx: float,
+    cy: float,
+    r: float,
+    fill: int | tuple[int, int, int],
+) -> None:
+    """Draw one shape of half-width r centred at (cx, cy) (the triangle's box is 2r x 1.8r)."""
+    if shape == "circle":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+    elif shape == "square":
+        q = r * 0.88  # same area feel as the circle
+        draw.rectangle([cx - q, cy - q, cx + q, cy + q], fill=fill)
+    elif shape == "triangle":  # upright
+        draw.polygon([(cx, cy - r), (cx - r, cy + r * 0.8), (cx + r, cy + r * 0.8)], fill=fill)
+    elif shape == "cross":  # a plus sign, arms 0.72 r wide
+        w = r * 0.36
+        draw.rectangle([cx - r, cy - w, cx + r, cy + w], fill=fill)
+        draw.rectangle([cx - w, cy - r, cx + w, cy + r], fill=fill)
+    else:
+        raise ValueError(f"unknown shape {shape!r}: use one of {', '.join(SHAPES + NEW_SHAPES)}")
+
+
 def render(spec: Spec, size: int = SIZE, supersample: int = 4) -> np.ndarray:
     """Draw `spec` as a (size, size, 3) uint8 RGB array."""
     if size < 8:
         raise ValueError(f"image size must be >= 8 pixels, got {size}")
     s = size * supersample / SIZE  # drawing coordinates are in a 64x64 frame
     img = Image.new("RGB", (size * supersample,) * 2, BACKGROUNDS[spec.background])
-    draw = ImageDraw.Draw(img)
     cx, cy = POSITIONS[spec.position]
     cx, cy, r = (cx + spec.jitter[0]) * s, (cy + spec.jitter[1]) * s, SIZES[spec.size] * s
-    fill = COLORS[spec.color]
-    if spec.shape == "circle":
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
-    elif spec.shape == "square":
-        q = r * 0.88  # same area feel as the circle
-        draw.rectangle([cx - q, cy - q, cx + q, cy + q], fill=fill)
-    else:  # an upright triangle
-        draw.polygon([(cx, cy - r), (cx - r, cy + r * 0.8), (cx + r, cy + r * 0.8)], fill=fill)
+    _draw(ImageDraw.Draw(img), spec.shape, cx, cy, r, COLORS[spec.color])
     return np.array(img.resize((size, size), Image.Resampling.BOX))  # writable, for torch
+
+
+def shape_mask(shape: str, cx: float, cy: float, r: float, supersample: int = 4) -> np.ndarray:
+    """(64, 64) bool: where `render` paints `shape` of half-width r at (cx, cy), in pixels of the
+    64x64 frame (any real numbers: the detector fits them)."""
+    s = supersample
+    img = Image.new("L", (SIZE * s,) * 2, 0)
+    _draw(ImageDraw.Draw(img), shape, cx * s, cy * s, r * s, 255)
+    return np.asarray(img.resize((SIZE, SIZE), Image.Resampling.BOX)) >= 128
+
+
+@cache
+def _template(shape: str) -> tuple[float, float, float]:
+    """A shape's area per r^2 and its centroid's offset from (cx, cy) per r, measured on a large
+    mask (so the detector fits a template by area and centroid, not by a blurred outline)."""
+    big = Image.new("L", (2000, 2000), 0)
+    _draw(ImageDraw.Draw(big), shape, 1000, 1000, 800, 255)
+    ys, xs = np.nonzero(np.asarray(big))
+    return len(xs) / 800**2, (xs.mean() - 1000) / 800, (ys.mean() - 1000) / 800
+
+
+def shape_scores(image: np.ndarray) -> dict[str, float]:
+    """IoU of the picture's foreground (`foreground_mask`, at 64x64) with each drawable shape's
+    mask, placed at the foreground's centroid and sized to its area: a template match."""
+    fg = foreground_mask(_as_64(image))
+    if fg.sum() < 12:
+        return dict.fromkeys(SHAPES + NEW_SHAPES, 0.0)
+    ys, xs = np.nonzero(fg)
+    scores = {}
+    for shape in SHAPES + NEW_SHAPES:
+        area, dx, dy = _template(shape)
+        r = float(np.sqrt(fg.sum() / area))
+        mask = shape_mask(shape, xs.mean() - dx * r, ys.mean() - dy * r, r)
+        scores[shape] = float((mask & fg).sum() / (mask | fg).sum())
+    return scores
+
+
+def detect_shape(image: np.ndarray, min_iou: float = 0.6) -> str | None:
+    """The best-matching shape of `shape_scores`, or None when no template reaches `min_iou`
+    (no shape, or a blob that is none of them). `image`: (H, W, 3) uint8 or float in [0, 1]."""
+    scores = shape_scores(image)
+    best = max(scores, key=scores.get)
+    return best if scores[best] >= min_iou else None
 
 
 def caption(spec: Spec, rng: random.Random | None = None, template: str | None = None) -> str:
@@ -155,19 +220,25 @@ def foreground_mask(image: np.ndarray) -> np.ndarray:
     return np.linalg.norm(px - np.median(_border(px), axis=0), axis=-1) > 60
 
 
+def _as_64(image: np.ndarray) -> np.ndarray:
+    """An (H, W, 3) RGB picture, uint8 or float in [0, 1], as 64x64 uint8 (a clear error else)."""
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[-1] != 3:
+        raise ValueError(f"want an (H, W, 3) RGB image, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
+    if arr.shape[:2] != (SIZE, SIZE):
+        arr = np.asarray(Image.fromarray(arr).resize((SIZE, SIZE), Image.Resampling.BILINEAR))
+    return arr
+
+
 def judge(image: np.ndarray) -> dict[str, str | None]:
     """Read a picture back: background (border median), the shape's colour (median of the
     pixels far from the background), shape (fill ratio of its bounding box: square ~0.97,
     circle ~0.79, triangle ~0.5), position (centroid) and size (bounding-box width).
 
     `image`: (H, W, 3) uint8 or float in [0, 1], any size (resized to 64x64)."""
-    arr = np.asarray(image)
-    if arr.ndim != 3 or arr.shape[-1] != 3:
-        raise ValueError(f"judge wants an (H, W, 3) RGB image, got shape {arr.shape}")
-    if arr.dtype != np.uint8:
-        arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
-    if arr.shape[:2] != (SIZE, SIZE):
-        arr = np.asarray(Image.fromarray(arr).resize((SIZE, SIZE), Image.Resampling.BILINEAR))
+    arr = _as_64(image)
     px = arr.astype(float)
     bg_rgb = np.median(_border(px), axis=0)
     background = _nearest(bg_rgb, BACKGROUNDS)
