@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 
 from course_utils.gym import Environment
+from course_utils.sampling import token_ids  # noqa: F401 - re-exported: 11 calls F.token_ids
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
@@ -329,9 +330,9 @@ def save_textual_inversion(pipe: StableDiffusionPipeline, token: str, path: str 
     `pipe.load_textual_inversion(path)` adds the token and its row to another pipeline."""
     from safetensors.torch import save_file
 
-    token_id = pipe.tokenizer.convert_tokens_to_ids(token)
     if token not in pipe.tokenizer.get_vocab():
         raise ValueError(f"{token!r} is not in the tokenizer: add_token(pipe, {token!r}) first")
+    token_id = pipe.tokenizer.convert_tokens_to_ids(token)
     row = pipe.text_encoder.get_input_embeddings().weight[token_id].detach().float().cpu()
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -339,18 +340,6 @@ def save_textual_inversion(pipe: StableDiffusionPipeline, token: str, path: str 
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({token: row[None].contiguous()}, str(path))
     return path
-
-
-def token_ids(pipe: StableDiffusionPipeline, prompts: Sequence[str]) -> torch.Tensor:
-    """(B, 77) token ids of `prompts`, padded and truncated as the pipeline does."""
-    tok = pipe.tokenizer
-    return tok(
-        list(prompts),
-        padding="max_length",
-        max_length=tok.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids
 
 
 def concept_loss(

@@ -47,16 +47,22 @@ def as_prompt_list(prompts: str | Sequence[str], name: str = "prompt") -> list[s
     return list(prompts)
 
 
-@torch.no_grad()
-def embed_text(pipe: StableDiffusionPipeline, prompts: list[str]) -> torch.Tensor:
-    """CLIP's last_hidden_state of prompts padded/truncated to 77 tokens: (B, 77, d)."""
-    ids = pipe.tokenizer(
-        prompts,
+def token_ids(pipe: StableDiffusionPipeline, prompts: Sequence[str]) -> torch.Tensor:
+    """(B, 77) token ids of `prompts`, padded and truncated to the tokenizer's 77 as the pipeline does."""
+    tok = pipe.tokenizer
+    return tok(
+        list(prompts),
         padding="max_length",
-        max_length=pipe.tokenizer.model_max_length,
+        max_length=tok.model_max_length,
         truncation=True,
         return_tensors="pt",
     ).input_ids
+
+
+@torch.no_grad()
+def embed_text(pipe: StableDiffusionPipeline, prompts: list[str]) -> torch.Tensor:
+    """CLIP's last_hidden_state of prompts padded/truncated to 77 tokens: (B, 77, d)."""
+    ids = token_ids(pipe, prompts)
     return pipe.text_encoder(ids.to(pipe.device))[0].to(pipe.text_encoder.dtype)
 
 
