@@ -43,7 +43,7 @@ class AttentionStore:
     """What the `MapProcessor`s of one U-Net share. Always: every cross-attention call's
     probabilities (the conditional half of a guided batch, averaged over heads, resized to
     `size`) are added to a running sum per token (`maps()`); `keep`: also keep each call's full probabilities, in call
-    order (for a replay); `replay`: a list of kept probabilities that replace the conditional
+    order, on the CPU (for a replay); `replay`: a list of kept probabilities that replace the conditional
     half's for the first `len(replay)` calls (prompt-to-prompt's word swap); `per_head`: also sum
     each layer's maps per head at the layer's own resolution, in `head_sums[layer]`
     (B, heads, 77, h, w) (a head's map means nothing averaged with another layer's)."""
@@ -70,8 +70,8 @@ class AttentionStore:
         if self.replay is not None and self.calls < len(self.replay):
             p = p.clone()
             p[cond] = self.replay[self.calls].to(p)
-        if self.keep:
-            self.kept.append(p[cond].detach().clone())
+        if self.keep:  # kept on the CPU: SD 1.5's maps of a few prompts would fill a GPU
+            self.kept.append(p[cond].detach().to("cpu", copy=True))
         side = math.isqrt(p.shape[2])
         if self.per_head:
             h = p[cond].float().transpose(2, 3).reshape(*p[cond].shape[:2], p.shape[3], side, side)

@@ -93,3 +93,97 @@ def test_budget_is_quick_only_under_course_quick(monkeypatch):
         budget(20, 4)
     with pytest.raises(ValueError, match="0 < quick <= full"):
         budget(4, 20)
+
+
+# --- COURSE_DEVICE=cuda-sim: CUDA's placement rule on the CPU --------------------------------
+from course_utils import device as D  # noqa: E402
+
+
+def test_cuda_sim_raises_what_cuda_raises_and_lets_the_rest_through():
+    with D.SimulatedCuda():
+        on_gpu, on_cpu = torch.ones(3, device=D.SIMULATED_CUDA), torch.ones(3)
+        with pytest.raises(RuntimeError, match="Expected all tensors to be on the same device"):
+            on_gpu + on_cpu
+        with pytest.raises(TypeError, match="can't convert cuda:0 device type tensor to numpy"):
+            on_gpu.numpy()
+        with pytest.raises(RuntimeError, match="indices should be either on cpu"):
+            on_cpu[torch.tensor([0, 1], device=D.SIMULATED_CUDA)]
+        # what CUDA allows: CPU scalars, CPU indices, moves, device=x.device
+        assert (on_gpu * torch.tensor(2.0)).device == D.SIMULATED_CUDA
+        assert on_gpu[torch.tensor([0, 2])].device == D.SIMULATED_CUDA
+        assert (on_gpu.cpu() + on_cpu).device == torch.device("cpu")
+        assert on_gpu.device == D.SIMULATED_CUDA  # .cpu() made a new tensor, as on CUDA
+        assert (torch.zeros(3, device=on_gpu.device) + on_gpu).sum().item() == 3
+        on_cpu.copy_(on_gpu)  # a cross-device copy is allowed
+
+
+def test_cuda_sim_catches_a_cpu_latent_into_the_unet(tiny_pipe):
+    unet = tiny_pipe.unet
+    c = unet.config
+    latent = torch.randn(1, c.in_channels, c.sample_size, c.sample_size)  # made on the CPU
+    text = torch.randn(1, 77, c.cross_attention_dim)
+    with D.SimulatedCuda():
+        unet.to(D.SIMULATED_CUDA)
+        try:
+            with pytest.raises(RuntimeError, match="same device"), torch.no_grad():
+                unet(latent, 10, encoder_hidden_states=text.to(D.SIMULATED_CUDA))
+            with torch.no_grad():  # the fix: move it
+                out = unet(latent.to(D.SIMULATED_CUDA), 10, text.to(D.SIMULATED_CUDA)).sample
+            assert out.device == D.SIMULATED_CUDA
+        finally:
+            unet.to("cpu")
+
+
+def test_cuda_sim_catches_08s_head_shares_with_masks_made_on_the_cpu(tiny_pipe):
+    """08's head_shares multiplied the per-head sums (on the model's device) by shape masks made
+    on the CPU: on a GPU, the very cell that measures SD 1.5 crashed. The fix moves the masks."""
+    from course_utils import unet as U
+    from course_utils.sampling import generate
+
+    with D.SimulatedCuda():
+        tiny_pipe.to(D.SIMULATED_CUDA)
+        try:
+            with U.recording(tiny_pipe.unet, U.AttentionStore(size=8, per_head=True)) as store:
+                generate(tiny_pipe, ["a red circle"], steps=2, seed=0)
+            sums = next(iter(store.head_sums.values()))  # (B, heads, 77, h, w)
+            masks = torch.ones(1, *sums.shape[-2:])  # a mask computed from a CPU image
+            with pytest.raises(RuntimeError, match="same device"):
+                (sums[0, :, 2] * masks[0]).sum()
+            shares = (sums[0, :, 2] * masks.to(sums.device)[0]).sum((-2, -1))
+            assert shares.device == D.SIMULATED_CUDA
+        finally:
+            tiny_pipe.to("cpu")
+
+
+def test_cuda_sim_runs_the_pipeline_a_training_step_and_equals_the_cpu(tiny_pipe):
+    from course_utils.sampling import generate
+
+    ref = generate(tiny_pipe, ["a red circle"], steps=3, seed=0).latents
+    with D.SimulatedCuda():
+        tiny_pipe.to(D.SIMULATED_CUDA)
+        try:
+            out = generate(tiny_pipe, ["a red circle"], steps=3, seed=0)
+            assert out.latents.device == D.SIMULATED_CUDA
+            layer = torch.nn.Linear(4, 4).to(D.SIMULATED_CUDA)
+            opt = torch.optim.Adam(layer.parameters())
+            layer(torch.randn(2, 4).to(D.SIMULATED_CUDA)).square().mean().backward()
+            opt.step()  # gradients and Adam's state follow their parameters
+            assert layer.weight.grad.device == D.SIMULATED_CUDA
+        finally:
+            tiny_pipe.to("cpu")
+    assert torch.equal(out.latents, ref)  # the same numbers: only placement is simulated
+
+
+def test_cuda_sim_beside_a_real_gpu_or_a_misspelt_device_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(RuntimeError, match="has a real CUDA GPU: use COURSE_DEVICE=cuda"):
+        get_device("cuda-sim")
+    with pytest.raises(ValueError, match="unknown device 'cuda_sim'.*cuda-sim"):
+        get_device("cuda_sim")
+
+
+def test_cuda_sim_from_the_environment(monkeypatch):
+    monkeypatch.setattr(D, "_GLOBAL_SIMULATION", object())  # as if on; this process stays plain
+    monkeypatch.setenv("COURSE_DEVICE", "cuda-sim")
+    assert get_device() == D.SIMULATED_CUDA
+    assert default_dtype(get_device()) == torch.float16  # CUDA's default, simulated too
