@@ -202,7 +202,7 @@ def weighted_denoising_loss(
     ab = alphas_cumprod[t].view(-1, 1, 1, 1).float()
     z_t = ab.sqrt() * latents.detach().float().cpu() + (1 - ab).sqrt() * eps
     dev, dtype = unet.device, unet.dtype
-    pred = unet(z_t.to(dev, dtype), t.to(dev), encoder_hidden_states=text_emb.to(dev)).sample
+    pred = unet(z_t.to(dev, dtype), t.to(dev), encoder_hidden_states=text_emb.to(dev, dtype)).sample
     per_sample = (pred.float() - eps.to(dev)).pow(2).flatten(1).mean(1)
     return (weights.to(dev) * per_sample).mean()
 
@@ -313,8 +313,14 @@ def embedding_row(pipe: StableDiffusionPipeline, token_id: int) -> torch.nn.Para
     """Make row `token_id` of the token-embedding table the only thing that trains: the table
     requires grad and a hook zeroes every other row's gradient. With Adam (no weight decay) a
     zero gradient is a zero step, so the other 49,408 rows stay bit-identical. Returns the table:
-    give it to `torch.optim.Adam`."""
-    table = pipe.text_encoder.get_input_embeddings().weight
+    give it to `torch.optim.Adam`.
+
+    The text encoder trains in float32, as diffusers' `textual_inversion.py` keeps it (only the
+    U-Net and the VAE go to half precision): in float16, Adam's eps = 1e-8 rounds to 0, so a row
+    with a zero gradient would step by 0 / (0 + 0) = NaN, every frozen row after one step."""
+    text_encoder = pipe.text_encoder
+    text_encoder.to(torch.float32)
+    table = text_encoder.get_input_embeddings().weight
     if not 0 <= token_id < len(table):
         raise ValueError(f"token_id {token_id} is outside the table's {len(table)} rows")
     keep = torch.zeros(len(table), 1, dtype=table.dtype, device=table.device)

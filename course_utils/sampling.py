@@ -61,9 +61,11 @@ def token_ids(pipe: StableDiffusionPipeline, prompts: Sequence[str]) -> torch.Te
 
 @torch.no_grad()
 def embed_text(pipe: StableDiffusionPipeline, prompts: list[str]) -> torch.Tensor:
-    """CLIP's last_hidden_state of prompts padded/truncated to 77 tokens: (B, 77, d)."""
+    """CLIP's last_hidden_state of prompts padded/truncated to 77 tokens: (B, 77, d), in the
+    U-Net's dtype (the one who reads it; a text encoder trained in float32 may sit beside a
+    float16 U-Net, notebook 11)."""
     ids = token_ids(pipe, prompts)
-    return pipe.text_encoder(ids.to(pipe.device))[0].to(pipe.text_encoder.dtype)
+    return pipe.text_encoder(ids.to(pipe.device))[0].to(pipe.unet.dtype)
 
 
 def encode_prompt(

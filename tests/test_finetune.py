@@ -240,6 +240,32 @@ def test_textual_inversion_changes_exactly_one_row(pipe):
     assert all(torch.equal(p, unet_before[n]) for n, p in pipe.unet.named_parameters())
 
 
+def test_textual_inversion_in_float16_keeps_every_row_finite(tiny_pipe_dir):
+    """Notebook 11's loop as it was, with the model in float16 (SD 1.5 on a GPU): Adam's eps =
+    1e-8 is 0 in float16, so every row with a zero gradient steps by 0/0 = NaN. embedding_row
+    trains the text encoder in float32, as diffusers' textual_inversion.py does."""
+    pipe = load_pipeline(str(tiny_pipe_dir), device="cpu", dtype=torch.float16)
+    token_id = F.add_token(pipe, "<cross>", init_word="square")
+    latents, ids = concept_batch(pipe, n=2)
+    table = pipe.text_encoder.get_input_embeddings().weight  # the old way: the table in float16
+    keep = torch.zeros(len(table), 1, dtype=table.dtype)
+    keep[token_id] = 1
+    table.requires_grad_(True)
+    hook = table.register_hook(lambda grad: grad * keep)
+    F.fit_concept(pipe, torch.optim.Adam([table], lr=0.02), latents, ids, steps=1, batch=2)
+    assert torch.isnan(table).any(1).sum() > len(table) - 2  # every frozen row is NaN
+    hook.remove()
+
+    pipe = load_pipeline(str(tiny_pipe_dir), device="cpu", dtype=torch.float16)
+    token_id = F.add_token(pipe, "<cross>", init_word="square")
+    table = F.embedding_row(pipe, token_id)
+    before = table.detach().clone()
+    F.fit_concept(pipe, torch.optim.Adam([table], lr=0.02), latents, ids, steps=2, batch=2)
+    assert table.dtype == torch.float32 and pipe.unet.dtype == torch.float16
+    assert torch.isfinite(table).all()
+    assert (table.detach() != before).any(1).nonzero().flatten().tolist() == [token_id]
+
+
 def test_fit_concept_is_deterministic_and_lowers_the_loss(tiny_pipe_dir):
     runs = []
     for _ in range(2):
