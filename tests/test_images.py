@@ -88,3 +88,30 @@ def test_latent_channels_share_one_colour_scale_centred_at_zero():
     images = [ax.images[0] for ax in fig.axes if ax.images]
     assert len(images) == 2 and all(im.get_clim() == (-3.0, 3.0) for im in images)
     assert len(fig.axes) == 3  # two channels and one colour bar
+
+
+def test_a_reward_gradient_survives_a_float16_decoder(monkeypatch):
+    """A reward averaged over SD 1.5's 8 x 3 x 512 x 512 numbers weighs each pixel 5e-7: through
+    a float16 decoder every component of its gradient at z rounds to 0, unless the gradient is
+    scaled (decode's GRAD_SCALE). The float32 decoder is the reference."""
+    from diffusers.utils import logging as dlogging
+
+    from course_utils import images as I
+    from course_utils.mini.arch import build_random_pipeline
+
+    dlogging.set_verbosity_error()
+    vae = build_random_pipeline("tiny", seed=0).vae.requires_grad_(False)
+    z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+
+    def gradient(v):
+        zz = z.clone().requires_grad_(True)
+        x = I.decode(v, zz, value_range="unit", keep_grad=True)
+        (x.float()[:, 0].sum() / (8 * 3 * 512 * 512)).backward()
+        return zz.grad.double()
+
+    ref = gradient(vae)
+    half = vae.to(torch.float16)
+    scaled = gradient(half)
+    assert ((scaled - ref).norm() / ref.norm()).item() < 0.02
+    monkeypatch.setattr(I, "GRAD_SCALE", 1.0)  # as it was: no scaling
+    assert (gradient(half) == 0).all()
