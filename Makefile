@@ -7,7 +7,9 @@ STAMP := $(VENV)/.setup-done
 KERNEL := sd-course
 MY := my_notebooks
 NB := $(sort $(wildcard notebooks/*.ipynb))
-NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=600
+NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=600 --nbval-sanitize-with tests/nbval_sanitize.cfg
+# both cores: two workers, the units planned longest first in tests/conftest.py (COST)
+XDIST := -n 2 --dist loadgroup --no-loadscope-reorder
 export PYTHONHASHSEED := 0
 
 .PHONY: help setup lab my-notebooks test unit notebooks lint format execute slides slides-check slides-pdf train-mini bench bench-mini clean
@@ -32,18 +34,20 @@ my-notebooks: ## copy course notebooks you don't have yet into my_notebooks/ (ne
 	@for nb in $(NB); do [ -e "$(MY)/$$(basename $$nb)" ] || cp "$$nb" "$(MY)/"; done
 	@echo "Your working copies are in $(MY)/ (never overwritten: delete one to get the course's version back)."
 
-test: setup lint ## unit tests + every notebook three times (nbval fp32; bfloat16; an SD 1.5-shaped model)
-	$(PY) -m pytest tests notebooks $(NBVAL) -q
+test: setup lint ## unit tests + every notebook three times (nbval fp32; half + cuda-sim; an SD 1.5-shaped model)
+	$(PY) -m pytest tests notebooks $(NBVAL) $(XDIST) -q
 
-unit: setup ## unit tests only
-	$(PY) -m pytest tests -q
+unit: setup ## unit tests only (runs 2 and 3 of the notebooks included)
+	$(PY) -m pytest tests $(XDIST) -q
 
 notebooks: setup ## notebooks only, under nbval
-	$(PY) -m pytest notebooks $(NBVAL) -q
+	$(PY) -m pytest notebooks $(NBVAL) $(XDIST) -q
 
 lint: setup ## ruff check + format check over course_utils, tests, scripts and the notebooks
-	$(VENV)/bin/ruff check course_utils tests scripts notebooks
-	$(VENV)/bin/ruff format --check course_utils tests scripts notebooks
+	@start=$$(date +%s); \
+	$(VENV)/bin/ruff check course_utils tests scripts notebooks && \
+	$(VENV)/bin/ruff format --check course_utils tests scripts notebooks && \
+	echo "lint: $$(( $$(date +%s) - start )) s"
 
 format: setup ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix course_utils tests scripts notebooks

@@ -57,16 +57,22 @@ def tolerance(ref: Any, dtype: torch.dtype | None = None, ulps: float = ULPS) ->
 
 
 def report(
-    name: str, ours: Any, ref: Any, atol: float | None = None, *, ulps: float = ULPS
+    name: str,
+    ours: Any,
+    ref: Any,
+    atol: float | None = None,
+    *,
+    ulps: float = ULPS,
+    dtype: torch.dtype | None = None,
 ) -> None:
     """Print `name  max|diff|=...  tol=...` and raise AssertionError when the difference > tol.
 
-    `atol=None` (the default) takes `tolerance(ref, dtype, ulps)` for the coarser dtype of the two;
-    a number is an absolute tolerance. Returns nothing, so a check at the end of a notebook cell
-    echoes no stray value."""
+    `atol=None` (the default) takes `tolerance(ref, dtype, ulps)`, with `dtype` the precision the
+    two were computed in (default: the coarser dtype of the two); a number is an absolute
+    tolerance. Returns nothing, so a check at the end of a notebook cell echoes no stray value."""
     diff = max_abs_diff(ours, ref)
     if atol is None:
-        dtype = coarsest_dtype(ours, ref)
+        dtype = dtype or coarsest_dtype(ours, ref)
         tol = tolerance(ref, dtype, ulps)
         scale = max(1.0, torch.as_tensor(ref, dtype=torch.float64).abs().max().item())
         why = f" ({ulps:g} ulp of {str(dtype).removeprefix('torch.')} at |ref| {scale:.2g})"

@@ -54,17 +54,19 @@ def load_clip(pipe: StableDiffusionPipeline) -> CLIPModel | None:
     the local cache (SD 1.5), or None when neither is on this machine (the caller says so).
     It is put on the pipeline's device in its text encoder's dtype (ViT-L/14 has 428 M
     parameters: on a GPU in fp16, 0.86 GB, and fast)."""
+    from transformers import CLIPModel
+
+    from course_utils.device import simulation_paused
     from course_utils.models import cached_snapshot, is_mini_sd
 
-    if is_mini_sd(pipe):
-        clip = load_mini_clip()
-    else:
-        folder = cached_snapshot(OPENAI_CLIP, "config.json")
-        if folder is None or not any(folder.glob("*.safetensors")):
-            return None
-        from transformers import CLIPModel
-
-        clip = CLIPModel.from_pretrained(folder, use_safetensors=True).eval()
+    folder = None if is_mini_sd(pipe) else cached_snapshot(OPENAI_CLIP, "config.json")
+    if not is_mini_sd(pipe) and (folder is None or not any(folder.glob("*.safetensors"))):
+        return None
+    with simulation_paused():  # loaded on the CPU, then moved (COURSE_DEVICE=cuda-sim)
+        if folder is None:
+            clip = load_mini_clip()
+        else:
+            clip = CLIPModel.from_pretrained(folder, use_safetensors=True).eval()
     return clip.to(pipe.device, pipe.text_encoder.dtype)
 
 

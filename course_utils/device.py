@@ -19,9 +19,11 @@ put on the course's device and a tensor left on the CPU may not meet in one oper
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import types
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -269,17 +271,36 @@ class SimulatedCuda(TorchFunctionMode):
 
     @staticmethod
     def _compute(func: Any, args: tuple, kwargs: dict) -> Any:
-        marks = [(_placed(t), t.dim()) for t in _tensors(args, kwargs)]
-        gpu = any(m for m, _ in marks)
-        if gpu and any(m is False and d > 0 for m, d in marks):
+        # one pass over the arguments (this runs for every torch call: kept lean)
+        gpu = cpu = cpu_big = False
+        for a in (*args, *kwargs.values()) if kwargs else args:
+            if isinstance(a, torch.Tensor):
+                m = getattr(a, _MARK, None)
+            elif isinstance(a, (list, tuple)) and a and isinstance(a[0], torch.Tensor):
+                for b in a:
+                    m = getattr(b, _MARK, None)
+                    if m:
+                        gpu = True
+                    elif m is False:
+                        cpu = True
+                        cpu_big = cpu_big or b.dim() > 0
+                continue
+            else:
+                continue
+            if m:
+                gpu = True
+            elif m is False:
+                cpu = True
+                cpu_big = cpu_big or a.dim() > 0
+        if gpu and cpu_big:
             raise _device_error(f"in {getattr(func, '__name__', func)}")
-        device = kwargs.get("device")
+        device = kwargs.get("device") if kwargs else None
         if device is not None:
             placed = _is_sim(device)
         elif gpu:
             placed = True
-        elif not marks or any(m is False for m, _ in marks):
-            placed = False  # made on the CPU (torch.zeros(...)), or computed from CPU tensors
+        elif cpu or not _tensors(args, kwargs):
+            placed = False  # computed from CPU tensors, or made on the CPU (torch.zeros(...))
         else:
             placed = None  # only tensors of unknown place in: unknown out
         return _mark(func(*args, **kwargs), placed)
@@ -301,3 +322,18 @@ def simulate_cuda() -> torch.device:
         _GLOBAL_SIMULATION = SimulatedCuda()
         _GLOBAL_SIMULATION.__enter__()  # stays on: every later cell computes under it
     return SIMULATED_CUDA
+
+
+@contextlib.contextmanager
+def simulation_paused() -> Iterator[None]:
+    """Loading code (diffusers' `from_pretrained`, with its own meta-device context) runs with the
+    simulation off; the model is then moved with `.to(device)` under it, as on a GPU."""
+    sim = _GLOBAL_SIMULATION
+    if sim is None:
+        yield
+        return
+    sim.__exit__(None, None, None)
+    try:
+        yield
+    finally:
+        sim.__enter__()

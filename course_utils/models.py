@@ -21,7 +21,7 @@ import torch
 
 from course_utils import MINI_SD_PATH
 from course_utils._quiet import quiet_torchvision_hint
-from course_utils.device import default_dtype, get_device
+from course_utils.device import default_dtype, get_device, simulation_paused
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline
@@ -140,17 +140,19 @@ def load_pipeline(
 
     dlogging.disable_progress_bar()
     tlogging.disable_progress_bar()
+    # loaded with the CPU simulation of CUDA paused, then moved, as on a GPU (COURSE_DEVICE=cuda-sim)
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(
-            folder,
-            dtype=dtype,
-            variant=variant,
-            use_safetensors=True,
-            local_files_only=True,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
+        with simulation_paused():
+            pipe = StableDiffusionPipeline.from_pretrained(
+                folder,
+                dtype=dtype,
+                variant=variant,
+                use_safetensors=True,
+                local_files_only=True,
+                safety_checker=None,
+                feature_extractor=None,
+                requires_safety_checker=False,
+            )
     finally:
         dlogging.enable_progress_bar()
         tlogging.enable_progress_bar()

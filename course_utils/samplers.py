@@ -331,7 +331,7 @@ def sample(
     extra = {"generator": generator} if method == "euler_ancestral" else {}
     state = torch.promote_types(x.dtype, torch.float32)  # half-precision models: float32 state
     x = SOLVERS[method](denoiser, x.to(state), sigmas, plan.timesteps, **extra)
-    return x.to(pipe.text_encoder.dtype)
+    return x.to(pipe.unet.dtype)
 
 
 def diffusers_scheduler(pipe: StableDiffusionPipeline, method: str, karras: bool = False) -> Any:

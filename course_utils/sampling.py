@@ -197,9 +197,7 @@ def initial_latents(
         height // pipe.vae_scale_factor,
         width // pipe.vae_scale_factor,
     )
-    z = torch.randn(
-        shape, generator=generator, device=generator.device, dtype=pipe.text_encoder.dtype
-    )
+    z = torch.randn(shape, generator=generator, device=generator.device, dtype=pipe.unet.dtype)
     return z.to(pipe.device) * init_noise_sigma
 
 
