@@ -8,8 +8,8 @@ KERNEL := sd-course
 MY := my_notebooks
 NB := $(sort $(wildcard notebooks/*.ipynb))
 NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=600 --nbval-sanitize-with tests/nbval_sanitize.cfg
-# both cores: two workers, the units planned longest first in tests/conftest.py (COST)
-XDIST := -n 2 --dist loadgroup --no-loadscope-reorder
+# both cores: two workers, the units planned longest first in conftest.py (COST)
+XDIST := -n 2
 export PYTHONHASHSEED := 0
 
 .PHONY: help setup lab my-notebooks test unit notebooks lint format execute slides slides-check slides-pdf train-mini bench bench-mini clean

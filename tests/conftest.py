@@ -6,18 +6,9 @@ weights; it stands in for SD 1.5 wherever a test needs "a pipeline" and not mini
 
 from __future__ import annotations
 
-import os
+import shutil
 
-# `make test` runs on both cores with pytest-xdist: two workers, one thread each (and so every
-# notebook kernel they start), which beats one process with two threads (README, "Timings").
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
-
-import shutil  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
+import pytest
 
 from course_utils.mini.arch import build_random_pipeline
 from course_utils.tokenization import TOKENIZER_DIR
@@ -106,52 +97,3 @@ def openai_clip_home(tmp_path_factory):
     tiny_openai_clip().save_pretrained(folder, safe_serialization=True)
     fake_hf_cache(home, folder, "openai/clip-vit-large-patch14")
     return home
-
-
-# --- the plan of `make test` on two workers --------------------------------------------------
-# xdist hands the units out in the order of COST, longest first, so that neither worker idles
-# at the end; a notebook's nbval cells form one unit (one kernel runs them, in order). The
-# seconds are measured on the 2-core machine with one thread a worker (`make test`'s own
-# phase table below, and `pytest --durations`); a unit not listed counts 1 s.
-COST: dict[tuple[str, str], float] = {}
-RUN1, RUN2, RUN3, UNIT = "run 1: nbval", "run 2: half, cuda-sim", "run 3: sd15-small", "unit tests"
-
-
-def unit_of(nodeid: str) -> tuple[str, str]:
-    """(phase, unit) of a test id: a notebook's name for the three executions."""
-    path, _, name = nodeid.partition("::")
-    if path.endswith(".ipynb"):
-        return RUN1, Path(path).stem
-    if path.endswith("test_notebook_runs.py") and name.startswith("test_notebook_runs["):
-        run, notebook = name.removeprefix("test_notebook_runs[").rstrip("]").split("-", 1)
-        return (RUN2 if run == "half" else RUN3), notebook.removesuffix(".ipynb")
-    return UNIT, nodeid
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        phase, notebook = unit_of(item.nodeid)
-        if phase == RUN1:
-            item.add_marker(pytest.mark.xdist_group(name=f"nbval-{notebook}"))
-    items.sort(key=lambda item: -COST.get(unit_of(item.nodeid), 1.0))  # stable: cells keep order
-
-
-_SECONDS: dict[str, float] = {}
-_START = time.perf_counter()
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    phase = unit_of(report.nodeid)[0]
-    _SECONDS[phase] = _SECONDS.get(phase, 0.0) + report.duration
-
-
-def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    if not _SECONDS or hasattr(config, "workerinput"):
-        return
-    workers = getattr(config.option, "numprocesses", None) or 1
-    terminalreporter.section("time per phase (seconds of work, summed over the workers)")
-    for phase in (UNIT, RUN1, RUN2, RUN3):
-        if phase in _SECONDS:
-            terminalreporter.write_line(f"{phase:<24} {_SECONDS[phase]:7.0f} s")
-    wall = time.perf_counter() - _START
-    terminalreporter.write_line(f"{'wall clock':<24} {wall:7.0f} s on {workers} worker(s)")

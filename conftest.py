@@ -1,0 +1,103 @@
+"""The plan of `make test` (pytest-xdist, two workers), for the unit tests in tests/ and the
+notebooks that nbval collects in notebooks/: this file sits above both so that it sees both.
+The fixtures live in tests/conftest.py."""
+
+from __future__ import annotations
+
+import os
+
+# two workers, one thread each (and so every notebook kernel they start): README, "Timings"
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+# --- the plan of `make test` on two workers --------------------------------------------------
+# xdist hands the units out in the order of COST, longest first, so that neither worker idles
+# at the end; a notebook's nbval cells form one unit (one kernel runs them, in order). The
+# seconds are measured on the 2-core machine with one thread a worker (`make test`'s own
+# phase table below, and `pytest --durations`); a unit not listed counts 1 s.
+RUN1, RUN2, RUN3, UNIT = "run 1: nbval", "run 2: half, cuda-sim", "run 3: sd15-small", "unit tests"
+COST: dict[tuple[str, str], float] = {
+    (RUN1, "11_personalisation"): 300,
+    (RUN1, "10_reward_finetuning"): 200,
+    (RUN2, "11_personalisation"): 160,
+    (RUN1, "06_unet_cfg_reward"): 130,
+    (RUN2, "06_unet_cfg_reward"): 110,
+    (RUN1, "09_samplers"): 110,
+    (RUN2, "09_samplers"): 100,
+    (RUN3, "09_samplers"): 90,
+    (RUN3, "11_personalisation"): 90,
+    (RUN1, "07_img2img_inpainting"): 75,
+    (RUN2, "07_img2img_inpainting"): 70,
+    (RUN2, "10_reward_finetuning"): 65,
+    (RUN2, "03_vae_roundtrip"): 60,
+    (RUN2, "04_ddpm_maths"): 60,
+    (RUN3, "05_scheduler_conversion"): 50,
+    (RUN3, "10_reward_finetuning"): 45,
+    (RUN3, "06_unet_cfg_reward"): 40,
+    (RUN2, "08_unet_inside"): 40,
+    (RUN2, "01_tokenization"): 35,
+    (RUN2, "05_scheduler_conversion"): 35,
+    (RUN1, "05_scheduler_conversion"): 35,
+    (RUN1, "08_unet_inside"): 30,
+    (RUN1, "01_tokenization"): 30,
+    (RUN3, "07_img2img_inpainting"): 30,
+    (RUN3, "08_unet_inside"): 25,
+}
+
+
+def unit_of(nodeid: str) -> tuple[str, str]:
+    """(phase, unit) of a test id: a notebook's name for the three executions."""
+    path, _, name = nodeid.partition("::")
+    if path.endswith(".ipynb"):
+        return RUN1, Path(path).stem
+    if path.endswith("test_notebook_runs.py") and name.startswith("test_notebook_runs["):
+        run_notebook = name.removeprefix("test_notebook_runs[").rstrip("]")
+        run = RUN2 if run_notebook.startswith("half-") else RUN3
+        return run, run_notebook.removeprefix("half-").removeprefix("sd15-small-")[:-6]
+    return UNIT, nodeid
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: -COST.get(unit_of(item.nodeid), 1.0))  # stable: cells keep order
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """xdist's scope scheduling with our units: a notebook's nbval cells go to one worker, in
+    order; every other test is a unit of its own. Units go out in collection order (the sort
+    above: longest first), each to the first worker that is free."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Plan(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            phase, unit = unit_of(nodeid)
+            return f"{phase}: {unit}" if phase == RUN1 else nodeid
+
+    config.option.loadscopereorder = False
+    return Plan(config, log)
+
+
+_SECONDS: dict[str, float] = {}
+_START = time.perf_counter()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    phase = unit_of(report.nodeid)[0]
+    _SECONDS[phase] = _SECONDS.get(phase, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if not _SECONDS or hasattr(config, "workerinput"):
+        return
+    workers = getattr(config.option, "numprocesses", None) or 1
+    terminalreporter.section("time per phase (seconds of work, summed over the workers)")
+    for phase in (UNIT, RUN1, RUN2, RUN3):
+        if phase in _SECONDS:
+            terminalreporter.write_line(f"{phase:<24} {_SECONDS[phase]:7.0f} s")
+    wall = time.perf_counter() - _START
+    terminalreporter.write_line(f"{'wall clock':<24} {wall:7.0f} s on {workers} worker(s)")
+
