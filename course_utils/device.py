@@ -251,7 +251,8 @@ class SimulatedCuda(TorchFunctionMode):
         elif len(args) > 1 and isinstance(args[1], torch.Tensor):  # x.to(other)
             target = _placed(args[1])
         else:
-            device = torch._C._nn._parse_to(*args[1:], **kwargs)[0]
+            where = {k: v for k, v in kwargs.items() if k != "copy"}  # _parse_to takes no copy=
+            device = torch._C._nn._parse_to(*args[1:], **where)[0]
             target = _placed(src) if device is None else _is_sim(device)
         result = func(*args, **kwargs)
         if result is src and target is not None and target != _placed(src):

@@ -112,6 +112,7 @@ def test_cuda_sim_raises_what_cuda_raises_and_lets_the_rest_through():
         assert (on_gpu * torch.tensor(2.0)).device == D.SIMULATED_CUDA
         assert on_gpu[torch.tensor([0, 2])].device == D.SIMULATED_CUDA
         assert (on_gpu.cpu() + on_cpu).device == torch.device("cpu")
+        assert (on_gpu.to("cpu", copy=True) + on_cpu).device == torch.device("cpu")  # 08's keep
         assert on_gpu.device == D.SIMULATED_CUDA  # .cpu() made a new tensor, as on CUDA
         assert (torch.zeros(3, device=on_gpu.device) + on_gpu).sum().item() == 3
         on_cpu.copy_(on_gpu)  # a cross-device copy is allowed
