@@ -45,13 +45,13 @@ notebooks: setup ## notebooks only, under nbval
 
 lint: setup ## ruff check + format check over course_utils, tests, scripts and the notebooks
 	@start=$$(date +%s); \
-	$(VENV)/bin/ruff check course_utils tests scripts notebooks && \
-	$(VENV)/bin/ruff format --check course_utils tests scripts notebooks && \
+	$(VENV)/bin/ruff check conftest.py course_utils tests scripts notebooks && \
+	$(VENV)/bin/ruff format --check conftest.py course_utils tests scripts notebooks && \
 	echo "lint: $$(( $$(date +%s) - start )) s"
 
 format: setup ## apply ruff's fixes and formatting
-	$(VENV)/bin/ruff check --fix course_utils tests scripts notebooks
-	$(VENV)/bin/ruff format course_utils tests scripts notebooks
+	$(VENV)/bin/ruff check --fix conftest.py course_utils tests scripts notebooks
+	$(VENV)/bin/ruff format conftest.py course_utils tests scripts notebooks
 
 execute: setup ## re-execute the course notebooks in place (committed outputs are real)
 	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \

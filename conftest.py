@@ -66,6 +66,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: -COST.get(unit_of(item.nodeid), 1.0))  # stable: cells keep order
 
 
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: unknown when pytest runs without -n
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """xdist's scope scheduling with our units: a notebook's nbval cells go to one worker, in
     order; every other test is a unit of its own. Units go out in collection order (the sort
@@ -100,4 +101,3 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             terminalreporter.write_line(f"{phase:<24} {_SECONDS[phase]:7.0f} s")
     wall = time.perf_counter() - _START
     terminalreporter.write_line(f"{'wall clock':<24} {wall:7.0f} s on {workers} worker(s)")
-

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from conftest import tiny_openai_clip
 
+from conftest import tiny_openai_clip
 from course_utils import MINI_SD_PATH
 from course_utils.clip import (
     OPENAI_MEAN,

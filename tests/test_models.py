@@ -2,9 +2,9 @@ import time
 
 import pytest
 import torch
-from conftest import fake_hf_cache
 from diffusers import StableDiffusionPipeline
 
+from conftest import fake_hf_cache
 from course_utils.models import (
     KNOWN_NAMES,
     WeightsNotFoundError,
