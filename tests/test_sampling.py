@@ -4,6 +4,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, EulerDiscreteScheduler, LMSDiscreteScheduler
 
+from course_utils import check
 from course_utils.sampling import encode_prompt, generate
 
 
@@ -85,7 +86,9 @@ def test_trajectory_and_callback(tiny_pipe):
 def test_encode_prompt_shapes_and_empty_negative(tiny_pipe):
     text_emb, uncond_emb = encode_prompt(tiny_pipe, ["a", "b"])
     assert text_emb.shape == uncond_emb.shape == (2, 77, tiny_pipe.text_encoder.config.hidden_size)
-    assert torch.equal(uncond_emb[0], uncond_emb[1])  # both are the empty prompt
+    # both are the empty prompt: equal to float32 rounding (two rows of a batch may round
+    # differently on torch's plain C kernels, ATEN_CPU_CAPABILITY=default)
+    assert (uncond_emb[0] - uncond_emb[1]).abs().max() <= check.tolerance(uncond_emb[1])
 
 
 @pytest.mark.parametrize(
