@@ -74,7 +74,7 @@ def report(
     if atol is None:
         dtype = dtype or coarsest_dtype(ours, ref)
         tol = tolerance(ref, dtype, ulps)
-        scale = max(1.0, torch.as_tensor(ref, dtype=torch.float64).abs().max().item())
+        scale = tol / (ulps * torch.finfo(dtype).eps)  # max(1, max|ref|), read back from tol
         why = f" ({ulps:g} ulp of {str(dtype).removeprefix('torch.')} at |ref| {scale:.2g})"
     else:
         tol, why = atol, ""

@@ -158,17 +158,6 @@ def _placed(t: Any) -> bool | None:
     return getattr(t, _MARK, None) if isinstance(t, torch.Tensor) else None
 
 
-def _tensors(args: Any, kwargs: dict) -> list[torch.Tensor]:
-    """The tensors among a call's arguments, one level into lists and tuples (torch.cat's)."""
-    out = []
-    for a in (*args, *kwargs.values()):
-        if isinstance(a, torch.Tensor):
-            out.append(a)
-        elif isinstance(a, (list, tuple)):
-            out += [b for b in a if isinstance(b, torch.Tensor)]
-    return out
-
-
 def _mark(result: Any, on_gpu: bool | None) -> Any:
     if on_gpu is None:
         return result
@@ -272,27 +261,22 @@ class SimulatedCuda(TorchFunctionMode):
 
     @staticmethod
     def _compute(func: Any, args: tuple, kwargs: dict) -> Any:
-        # one pass over the arguments (this runs for every torch call: kept lean)
-        gpu = cpu = cpu_big = False
+        # one pass over the tensors among the arguments, one level into lists and tuples
+        # (torch.cat's); this runs for every torch call, so it stays lean
+        gpu = cpu = cpu_big = seen = False
         for a in (*args, *kwargs.values()) if kwargs else args:
-            if isinstance(a, torch.Tensor):
-                m = getattr(a, _MARK, None)
-            elif isinstance(a, (list, tuple)) and a and isinstance(a[0], torch.Tensor):
-                for b in a:
-                    m = getattr(b, _MARK, None)
-                    if m:
-                        gpu = True
-                    elif m is False:
-                        cpu = True
-                        cpu_big = cpu_big or b.dim() > 0
-                continue
-            else:
-                continue
-            if m:
-                gpu = True
-            elif m is False:
-                cpu = True
-                cpu_big = cpu_big or a.dim() > 0
+            for t in (
+                (a,) if isinstance(a, torch.Tensor) else a if isinstance(a, (list, tuple)) else ()
+            ):
+                if not isinstance(t, torch.Tensor):
+                    continue
+                seen = True
+                m = getattr(t, _MARK, None)
+                if m:
+                    gpu = True
+                elif m is False:
+                    cpu = True
+                    cpu_big = cpu_big or t.dim() > 0
         if gpu and cpu_big:
             raise _device_error(f"in {getattr(func, '__name__', func)}")
         device = kwargs.get("device") if kwargs else None
@@ -300,7 +284,7 @@ class SimulatedCuda(TorchFunctionMode):
             placed = _is_sim(device)
         elif gpu:
             placed = True
-        elif cpu or not _tensors(args, kwargs):
+        elif cpu or not seen:
             placed = False  # computed from CPU tensors, or made on the CPU (torch.zeros(...))
         else:
             placed = None  # only tensors of unknown place in: unknown out
