@@ -55,7 +55,8 @@ format: setup ## apply ruff's fixes and formatting
 
 execute: setup ## re-execute the course notebooks in place (committed outputs are real)
 	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
-	  --ExecutePreprocessor.kernel_name=$(KERNEL) --ExecutePreprocessor.timeout=600 $(NB)
+	  --ExecutePreprocessor.kernel_name=$(KERNEL) --ExecutePreprocessor.timeout=600 \
+	  --ExecutePreprocessor.store_widget_state=False $(NB)
 
 slides: setup ## render every notebook to a reveal.js deck in build/slides/
 	$(PY) scripts/make_slides.py $(NB) --out build/slides

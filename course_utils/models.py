@@ -161,9 +161,16 @@ def load_pipeline(
     level = dlogging.get_verbosity()
     dlogging.set_verbosity_error()
     try:
-        return pipe.to(device)
+        pipe.to(device)
     finally:
         dlogging.set_verbosity(level)
+    if device.type == "cpu" and dtype in (torch.float16, torch.bfloat16):
+        # A CPU without fp16/bf16 instructions convolves half precision through a naive kernel
+        # unless the weights are channels-last (then oneDNN's): 64x64 VAE decode 1.95 s -> 0.14 s
+        # on one AVX2 core. Only the memory layout changes, never a value.
+        for module in (pipe.unet, pipe.vae):
+            module.to(memory_format=torch.channels_last)
+    return pipe
 
 
 def is_mini_sd(pipe: StableDiffusionPipeline) -> bool:

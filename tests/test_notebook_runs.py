@@ -13,7 +13,7 @@ every cell of every notebook again, with no output comparison, and fail on any c
                 slower of the two: 4 x 20 steps of mini-sd take 0.8 s in float32, 6.7 s in
                 float16, 8.4 s in bfloat16.)
     sd15-small  a random pipeline of SD 1.5's classes at other sizes than mini-sd (text width
-                48, 256x256 images, 4x32x32 latents, three U-Net levels, PNDM as SD 1.5 ships
+                48, 128x128 images, 4x16x16 latents, three U-Net levels, PNDM as SD 1.5 ships
                 it), loaded through COURSE_MODEL=<folder>: every size a cell uses must come from
                 the configs, and cells that measure mini-sd's *trained* quality take their
                 `is_mini_sd(pipe)` branch. It runs on torch's plain C kernels
