@@ -8,6 +8,10 @@ from transformers import CLIPTextModel
 from course_utils.device import default_dtype
 from course_utils.mini import arch as A
 
+# sd-legacy/stable-diffusion-v1-5, unet/config.json
+SD15_DOWN = ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"]
+SD15_UP = ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3
+
 
 def test_sd15_configs_have_sd15_sizes():
     with torch.device("meta"):
@@ -23,23 +27,34 @@ def test_sd15_configs_have_sd15_sizes():
         unet.config.sample_size == 64 and unet.config.cross_attention_dim == 768
     )  # 4x64x64 latents
     assert 2 ** (len(vae.config.block_out_channels) - 1) == 8 and vae.config.sample_size == 512
+    assert list(unet.config.down_block_types) == SD15_DOWN
+    assert list(unet.config.up_block_types) == SD15_UP
 
 
 @pytest.mark.parametrize("arch", ["tiny", "mini", "sd15-small"])
 def test_every_size_is_sd15s_family(arch):
-    """Measured on the built models: the VAE downsamples by 8 into 4 channels, the U-Net maps
-    those latents to an epsilon of the same shape, with SD 1.5's block types."""
+    """Read from the configs of the models as built (on the meta device: no weights): the VAE
+    downsamples by 8 into 4 channels, the U-Net maps those latents to latents, cross-attends to
+    the text width, and uses SD 1.5's block types (fewer levels allowed)."""
     with torch.device("meta"):
-        sd15 = A.build_unet("sd15")
-    vae, unet = A.build_vae(arch).eval(), A.build_unet(arch).eval()
+        vae, unet = A.build_vae(arch), A.build_unet(arch)
     size = A.ARCHS[arch]["image_size"]
+    assert 2 ** (len(vae.config.block_out_channels) - 1) == 8 and vae.config.latent_channels == 4
+    assert unet.config.in_channels == unet.config.out_channels == 4
+    assert unet.config.sample_size == size // 8  # the pipeline's default size
+    assert unet.config.cross_attention_dim == A.ARCHS[arch]["text"]["hidden_size"]
+    assert set(unet.config.down_block_types) == set(SD15_DOWN)
+    assert set(unet.config.up_block_types) == set(SD15_UP)
+
+
+def test_tiny_vae_and_unet_run_at_those_shapes():
+    """The configs above, measured once by running the models (the tiny size: cheap)."""
+    vae, unet = A.build_vae("tiny").eval(), A.build_unet("tiny").eval()
+    size, d = A.ARCHS["tiny"]["image_size"], A.ARCHS["tiny"]["text"]["hidden_size"]
     with torch.no_grad():
         z = vae.encode(torch.zeros(1, 3, size, size)).latent_dist.mean
-        d = A.ARCHS[arch]["text"]["hidden_size"]
         eps = unet(z, 10, encoder_hidden_states=torch.zeros(1, 77, d)).sample
     assert z.shape == (1, 4, size // 8, size // 8) == eps.shape
-    assert unet.config.sample_size == size // 8  # the pipeline's default size
-    assert set(unet.config.down_block_types) == set(sd15.config.down_block_types)
 
 
 def test_dtype_on_cuda_is_fp16_without_a_gpu():

@@ -1,16 +1,14 @@
 """Every exercise check: a right answer (computed here independently of the check) says
 "correct!" and returns True; a wrong one says "not yet" and returns False, never the answer."""
 
+import copy
 import math
-import tempfile
-from pathlib import Path
 
 import pytest
 import torch
 
 from course_utils import exercises as ex
 from course_utils import finetune as F
-from course_utils.mini.arch import build_random_pipeline
 from course_utils.tokenization import SimpleCLIPTokenizer
 
 tok = SimpleCLIPTokenizer()
@@ -69,22 +67,32 @@ padded_causal = torch.tensor(
 )
 
 
-def tiny_pipe():
-    return build_random_pipeline("tiny", seed=0)
+class FromFixture(str):
+    """A keyword argument of a case that the named fixture supplies when the case runs: the
+    pipelines of check_load_embedding are made when its case runs (copies of the session's tiny
+    pipeline), not at import on every xdist worker."""
 
 
-def colleague_embedding() -> Path:  # someone else's textual-inversion file
-    pipe = tiny_pipe()
+@pytest.fixture(scope="module")
+def colleague_embedding(tiny_pipe, tmp_path_factory):
+    """Someone else's textual-inversion file: a word added to a copy of the tiny pipeline."""
+    pipe = copy.deepcopy(tiny_pipe)
     F.add_token(pipe, "<cross>", seed=5)
-    return F.save_textual_inversion(
-        pipe, "<cross>", Path(tempfile.mkdtemp()) / "learned_embeds.safetensors"
-    )
+    path = tmp_path_factory.mktemp("colleague") / "learned_embeds.safetensors"
+    return F.save_textual_inversion(pipe, "<cross>", path)
+
+
+@pytest.fixture
+def make_fresh_pipe(tiny_pipe):
+    """check_load_embedding's `make_pipe`: a new copy of the tiny pipeline at every call (the
+    answer under test adds a word to it)."""
+    return lambda: copy.deepcopy(tiny_pipe)
 
 
 CASES = [  # (check, keyword arguments, right answer, wrong answer)
     (  # adding the word alone gives it a random row, not the colleague's vector
         ex.check_load_embedding,
-        dict(path=colleague_embedding(), make_pipe=tiny_pipe),
+        dict(path=FromFixture("colleague_embedding"), make_pipe=FromFixture("make_fresh_pipe")),
         lambda pipe, path, token: pipe.load_textual_inversion(path, token=token),
         lambda pipe, path, token: F.add_token(pipe, token),
     ),
@@ -152,8 +160,12 @@ CASES = [  # (check, keyword arguments, right answer, wrong answer)
 
 @pytest.mark.parametrize("check, kwargs, right, wrong", CASES, ids=[c[0].__name__ for c in CASES])
 def test_check_accepts_the_right_answer_and_rejects_a_wrong_one(
-    check, kwargs, right, wrong, capsys
+    check, kwargs, right, wrong, capsys, request
 ):
+    kwargs = {
+        k: request.getfixturevalue(v) if isinstance(v, FromFixture) else v
+        for k, v in kwargs.items()
+    }
     assert check(answer=right, **kwargs) is None  # nothing to echo under a notebook cell
     assert "correct!" in capsys.readouterr().out
     check(answer=wrong, **kwargs)

@@ -93,27 +93,25 @@ def test_training_smoke_losses_go_down():
 
 @needs_model
 def test_mini_sd_loads_offline_without_cache(monkeypatch, tmp_path):
-    from diffusers import StableDiffusionPipeline
+    """load_pipeline("mini-sd") with an empty cache and HF_HUB_OFFLINE: 64x64 pictures, and
+    is_mini_sd recognises it (the guard of the notebooks' trained-quality cells; the negative
+    case is in test_models.py). The folder's own files say what plain
+    `StableDiffusionPipeline.from_pretrained(folder)` reads: no safety checker or feature
+    extractor to look for, and a text encoder with CLIP's vocabulary."""
+    import json
 
-    from course_utils.models import load_pipeline
+    from course_utils.models import is_mini_sd, load_pipeline
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
     pipe = load_pipeline("mini-sd", device="cpu")
     assert pipe.unet.config.sample_size * pipe.vae_scale_factor == 64
-    direct = StableDiffusionPipeline.from_pretrained(MINI_SD_PATH, local_files_only=True)
-    assert direct.text_encoder.config.vocab_size == 49408
-
-
-@needs_model
-def test_mini_sd_same_seed_same_image():
-    from course_utils.models import load_pipeline
-    from course_utils.sampling import generate
-
-    pipe = load_pipeline("mini-sd", device="cpu")
-    a = generate(pipe, "a red circle", steps=4, seed=11).images
-    b = generate(pipe, "a red circle", steps=4, seed=11).images
-    assert torch.equal(a, b)
+    assert is_mini_sd(pipe)
+    index = json.loads((MINI_SD_PATH / "model_index.json").read_text())
+    assert index["safety_checker"] == index["feature_extractor"] == [None, None]
+    assert index["requires_safety_checker"] is False
+    text_config = json.loads((MINI_SD_PATH / "text_encoder" / "config.json").read_text())
+    assert text_config["vocab_size"] == 49408
 
 
 @needs_model
@@ -226,22 +224,6 @@ def test_the_new_shape_is_never_in_the_training_pictures_or_captions():
     assert set(D.NEW_SHAPES).isdisjoint(D.SHAPES)
     assert all(s.shape in D.SHAPES for s in D._training_specs())
     assert not any(new in t for new in D.NEW_SHAPES for t in D.TEMPLATES)
-
-
-def test_detector_finds_the_generators_crosses_and_nothing_else():
-    """Issue 19: the generator's own crosses are detected >= 95 % of the time, other shapes <= 5 %
-    (every size, position, jitter, colour and background of 400 held-out specs)."""
-    from dataclasses import replace
-
-    _, specs = D.held_out_dataset(400, seed=9)
-    for shape in D.SHAPES + D.NEW_SHAPES:
-        found = [D.detect_shape(D.render(replace(s, shape=shape))) for s in specs]
-        cross_rate = np.mean([f == "cross" for f in found])
-        if shape == "cross":
-            assert cross_rate >= 0.95, cross_rate
-        else:
-            assert cross_rate <= 0.05, (shape, cross_rate)
-            assert np.mean([f == shape for f in found]) >= 0.95, shape
 
 
 def test_detector_scores_are_ious_and_empty_pictures_have_no_shape():

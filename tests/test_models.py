@@ -81,20 +81,17 @@ def test_course_model_env_replaces_auto(monkeypatch):
     assert resolve_name("mini-sd") == "mini-sd"  # an explicit name wins
 
 
-def test_fp16_only_download_loads_in_fp32_on_cpu(tmp_path):
+def test_fp16_only_download_loads_in_fp32_on_cpu(tiny_pipe, tmp_path):
     """`hf download ... "*fp16.safetensors"` leaves only fp16 variant files; they still load."""
-    from course_utils.mini.arch import build_random_pipeline
-
-    build_random_pipeline("tiny").save_pretrained(tmp_path, safe_serialization=True, variant="fp16")
+    tiny_pipe.save_pretrained(tmp_path, safe_serialization=True, variant="fp16")
     assert not [p for p in (tmp_path / "unet").glob("*.safetensors") if ".fp16." not in p.name]
     pipe = load_pipeline(str(tmp_path), device="cpu")
     assert pipe.unet.dtype == torch.float32
 
 
-def test_is_mini_sd_tells_mini_sd_from_another_pipeline(tiny_pipe):
-    from course_utils import MINI_SD_PATH
+def test_is_mini_sd_is_false_for_another_pipeline(tiny_pipe):
+    """The negative case; the positive one (mini-sd itself) is in
+    test_mini.py::test_mini_sd_loads_offline_without_cache, which loads mini-sd anyway."""
     from course_utils.models import is_mini_sd
 
     assert not is_mini_sd(tiny_pipe)
-    if (MINI_SD_PATH / "model_index.json").exists():
-        assert is_mini_sd(load_pipeline("mini-sd", device="cpu"))

@@ -1,10 +1,8 @@
 """The hand-written samplers equal diffusers' schedulers run by StableDiffusionPipeline, and the
-toy's score equals autograd's gradient of its log-density (the independent references)."""
-
-import math
+toy's score equals autograd's gradient of its log-density (the independent references). That the
+solvers converge at their order on the toy is asserted by notebook 09, cell 37, in every run."""
 
 import diffusers
-import numpy as np
 import pytest
 import torch
 from diffusers import PNDMScheduler
@@ -31,17 +29,15 @@ def pipeline_latents(pipe, method, karras, steps, g, seed=3, negative_prompt=Non
         pipe.scheduler = original
 
 
-CASES = [
-    (method, karras, steps, g)
-    for method in S.SCHEDULERS
-    for karras in (False, True)
-    if not karras or method in S.KARRAS
-    for steps, g in ((1, 1.0), (9, 7.5))  # one step unguided; a full guided run
-]
+# One unguided step of each method, and a guided ancestral run long enough for its noise draws
+# to count (one step ends at sigma 0: no noise). Every (method, Karras) pair, guided, over 10
+# steps (3 in the quick runs) is compared to the pipeline by notebook 09, cell 34, in every run.
+CASES = [(method, False, 1, 1.0) for method in S.SCHEDULERS] + [("euler_ancestral", False, 3, 7.5)]
 
 
 @pytest.mark.parametrize(("method", "karras", "steps", "g"), CASES)
 def test_sample_equals_the_pipeline_with_that_scheduler(tiny_pipe, method, karras, steps, g):
+    """samplers.sample against StableDiffusionPipeline run with diffusers' scheduler."""
     ours = S.sample(
         tiny_pipe,
         PROMPTS,
@@ -90,7 +86,7 @@ SCHEDULE_CASES = [
     for method in S.SCHEDULERS
     for karras in (False, True)
     if not karras or method in S.KARRAS
-    for steps in (1, 7, 30)
+    for steps in (1, 7)
 ]
 
 
@@ -125,13 +121,15 @@ def test_karras_sigmas_closed_form():
 
 @pytest.mark.parametrize("method", list(S.SCHEDULERS))
 def test_nfe_counts_unet_calls(tiny_pipe, method):
+    """nfe() is the number of U-Net calls sample() makes: 2N - 1 for Heun, N otherwise, the
+    guided (doubled) batch counting once."""
     calls = []
     hook = tiny_pipe.unet.register_forward_hook(lambda m, i, o: calls.append(1))
     try:
-        S.sample(tiny_pipe, "a cat", method=method, steps=5, guidance_scale=7.5)
+        S.sample(tiny_pipe, "a cat", method=method, steps=2, guidance_scale=7.5)
     finally:
         hook.remove()
-    assert len(calls) == S.nfe(method, 5) == (9 if method == "heun" else 5)
+    assert len(calls) == S.nfe(method, 2) == (3 if method == "heun" else 2)
 
 
 @pytest.mark.parametrize(
@@ -166,25 +164,3 @@ def test_toy_log_density_integrates_to_one():
     xy = torch.cartesian_prod(grid, grid)
     mass = S.toy_mixture_log_density(xy, 0.5, means, 0.2).exp().sum() * (grid[1] - grid[0]) ** 2
     assert mass.item() == pytest.approx(1.0, abs=1e-6)
-
-
-def test_solvers_on_the_toy_converge_at_their_order():
-    """Euler's error falls ~ NFE^-1, Heun's and DPM-Solver++(2M)'s ~ NFE^-2 (exact score)."""
-    g = torch.Generator().manual_seed(0)
-    means = torch.tensor([[2.0, 0.0], [-1.0, 1.7], [-1.0, -1.7]], dtype=torch.float64)
-
-    def D(x, sigma, t):
-        return x + sigma**2 * S.toy_mixture_score(x, sigma, means, 0.3)
-
-    x0 = torch.randn(256, 2, generator=g, dtype=torch.float64) * 14.6
-    sig = lambda n: torch.from_numpy(np.append(S.karras_sigmas(0.03, 14.6, n), 0.0))
-
-    ref = S.heun(D, x0 * 1.0, sig(2000))
-    for solver, order, ns in (
-        (S.euler, 1, (32, 64)),
-        (S.heun, 2, (16, 32)),
-        (S.dpmpp_2m, 2, (32, 64)),
-    ):
-        errs = [(solver(D, x0 * 1.0, sig(n)) - ref).norm(dim=1).mean().item() for n in ns]
-        slope = math.log(errs[1] / errs[0]) / math.log(2)
-        assert abs(slope + order) < 0.35, (solver.__name__, errs, slope)

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from diffusers import DDIMScheduler, EulerDiscreteScheduler, LMSDiscreteScheduler
+from diffusers import EulerDiscreteScheduler, LMSDiscreteScheduler
 
 from course_utils import check
 from course_utils.sampling import encode_prompt, generate
@@ -14,21 +14,20 @@ def pipeline_images(pipe, prompt, seed, **kw):
     ).images
 
 
-@pytest.mark.parametrize(
-    "scheduler_cls", [None, LMSDiscreteScheduler, EulerDiscreteScheduler, DDIMScheduler]
-)
+@pytest.mark.parametrize("scheduler_cls", [LMSDiscreteScheduler, EulerDiscreteScheduler])
 def test_generate_equals_pipeline(tiny_pipe, scheduler_cls):
-    if scheduler_cls is not None:
-        tiny_pipe.scheduler = scheduler_cls.from_config(tiny_pipe.scheduler.config)
+    """generate() against StableDiffusionPipeline.__call__ with the schedulers that scale the
+    model input (sigma-space). DDIM and PNDM: notebook 06, cell 6 (DDIM, mini-sd's, in the two
+    mini-sd runs; PNDM in the sd15-small run)."""
+    original = tiny_pipe.scheduler
+    tiny_pipe.scheduler = scheduler_cls.from_config(original.config)
     try:
-        ours = generate(tiny_pipe, "a red circle", steps=6, guidance_scale=7.5, seed=3).images
+        ours = generate(tiny_pipe, "a red circle", steps=4, guidance_scale=7.5, seed=3).images
         ref = pipeline_images(
-            tiny_pipe, "a red circle", 3, num_inference_steps=6, guidance_scale=7.5
+            tiny_pipe, "a red circle", 3, num_inference_steps=4, guidance_scale=7.5
         )
     finally:
-        from diffusers import PNDMScheduler
-
-        tiny_pipe.scheduler = PNDMScheduler.from_config(tiny_pipe.scheduler.config)
+        tiny_pipe.scheduler = original
     assert (ours - ref.cpu()).abs().max().item() <= 1e-4
 
 
