@@ -95,3 +95,14 @@ def test_is_mini_sd_is_false_for_another_pipeline(tiny_pipe):
     from course_utils.models import is_mini_sd
 
     assert not is_mini_sd(tiny_pipe)
+
+
+def test_half_precision_on_a_cpu_is_channels_last_with_the_same_values(tiny_pipe, tiny_pipe_dir):
+    """A CPU convolves 16-bit tensors through oneDNN only with channels-last weights (else a
+    naive kernel, ~14x slower for mini-sd's VAE): load_pipeline changes the layout, no value."""
+    half = load_pipeline(str(tiny_pipe_dir), device="cpu", dtype=torch.float16)
+    conv = half.vae.decoder.conv_in.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert half.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(conv.float(), tiny_pipe.vae.decoder.conv_in.weight.half().float())
+    assert tiny_pipe.unet.conv_in.weight.is_contiguous()  # float32 keeps the usual layout
