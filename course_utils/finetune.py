@@ -11,6 +11,8 @@ DRaFT-K (Clark et al. 2024, Alg. 1 with truncation K): sample with the environme
 RWR (Peng et al. 2019; Lee et al. 2023): rounds of sampling the model, then the ordinary
                         denoising loss on those samples, each weighted by w_i = B softmax(r /
                         beta)_i: needs reward *values* only, so any reward works, JPEG size too.
+                        beta can be chosen per round for a target effective sample size
+                        (sum w)^2 / sum w^2 of the standardised rewards (`temperature_for_ess`).
 The regulariser:        lambda mean (eps_theta(x_t, t) - eps_ref(x_t, t))^2 at a point of the
                         trajectory, eps_ref the frozen base model (the adapter switched off):
                         a KL-style leash to the base model (Fan et al. 2023, "DPOK", Sec. 4.2).
@@ -184,6 +186,51 @@ def reward_weights(rewards: torch.Tensor, temperature: float) -> torch.Tensor:
     return len(r) * torch.softmax(r / temperature, dim=0)
 
 
+def effective_sample_size(weights: torch.Tensor) -> float:
+    """(sum w)^2 / sum w^2 (Kish): n for equal weights, 1 when one sample has all the weight."""
+    w = torch.as_tensor(weights, dtype=torch.float64)
+    if w.ndim != 1 or len(w) == 0 or (w < 0).any() or w.sum() <= 0:
+        raise ValueError("need a non-empty 1-d tensor of non-negative weights, not all zero")
+    return (w.sum() ** 2 / (w**2).sum()).item()
+
+
+def standardise(rewards: torch.Tensor) -> torch.Tensor:
+    """(r - mean r) / std r: rewards in standard deviations of their batch (all zeros when the
+    rewards are all equal). The softmax weights do not see the shift; the scale moves into beta."""
+    r = torch.as_tensor(rewards, dtype=torch.float32)
+    std = r.std() if len(r) > 1 else r.new_zeros(())
+    return (r - r.mean()) / std if std > 0 else torch.zeros_like(r)
+
+
+def _check_target_ess(target_ess: float, n: int) -> None:
+    if isinstance(target_ess, bool) or not isinstance(target_ess, (int, float)):
+        raise ValueError(f"target_ess must be a number in 1 ... {n}, got {target_ess!r}")
+    if not 1 <= target_ess <= n:
+        raise ValueError(f"target_ess must be in 1 ... {n} (the batch), got {target_ess!r}")
+
+
+def temperature_for_ess(rewards: torch.Tensor, target_ess: float, iterations: int = 60) -> float:
+    """The beta at which reward_weights(rewards, beta) has effective sample size `target_ess`,
+    by bisection on log beta. The ESS grows monotonically with beta, from the number of tied
+    best samples at beta -> 0 to n at beta -> inf: with s = 1/beta and A(s) = log sum exp(s r),
+    log ESS = 2 A(s) - A(2 s), whose derivative 2 (mean_s r - mean_2s r) <= 0, the tilted mean
+    growing with s. A target out of reach returns an end of the bracket [1e-4, 1e4] x the
+    rewards' range; equal rewards give n at every beta (returns 1.0)."""
+    r = torch.as_tensor(rewards, dtype=torch.float64)
+    n = len(r)
+    _check_target_ess(target_ess, n)
+    spread = (r.max() - r.min()).item()
+    if spread == 0:
+        return 1.0
+
+    lo, hi = math.log(1e-4 * spread), math.log(1e4 * spread)
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        too_few = effective_sample_size(torch.softmax(r / math.exp(mid), dim=0)) < target_ess
+        lo, hi = (mid, hi) if too_few else (lo, mid)
+    return math.exp((lo + hi) / 2)
+
+
 def weighted_denoising_loss(
     unet: UNet2DConditionModel,
     latents: torch.Tensor,
@@ -216,18 +263,23 @@ def rwr_round(
     temperature: float = 0.05,
     generator: torch.Generator | None = None,
     steps: int = 20,
+    target_ess: float | None = None,
 ) -> Step:
     """One round of reward-weighted regression: n pictures of the env's prompt from the current
     model, drawn with the pipeline's own scheduler (`sampling.generate`, `steps` steps, the env's
-    guidance; the env's flow-Euler latents sit off the data at 20 steps, notebook 10), scored by
-    the env's reward (any reward: only its values are used), weights w = reward_weights(r,
-    temperature), then `inner_steps` optimizer steps of `weighted_denoising_loss` on random
-    batches of those latents. Returns the last loss (detached), the images and the rewards."""
+    guidance; the env's flow-Euler latents sit off the data, notebook 10), scored by the env's
+    reward (any reward: only its values are used), weights w = reward_weights(r, temperature) —
+    or, with `target_ess`, w = reward_weights(z, beta) for the standardised rewards z and the
+    beta = temperature_for_ess(z, target_ess) of this round (`temperature` is then unused) —
+    then `inner_steps` optimizer steps of `weighted_denoising_loss` on random batches of those
+    latents. Returns the last loss (detached), the images and the rewards."""
     from course_utils.sampling import generate
 
     for name, value in (("n", n), ("inner_steps", inner_steps), ("batch", batch)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if target_ess is not None:
+        _check_target_ess(target_ess, n)
     model = env.base_model
     seed = int(torch.randint(2**31, (1,), generator=generator))
     with torch.no_grad():
@@ -242,7 +294,11 @@ def rwr_round(
     if not valid.all():
         raise ValueError(f"{int((~valid).sum())} of {n} samples have no valid reward")
     rewards = env.reward_scale * rewards.float().cpu()
-    weights = reward_weights(rewards, temperature)
+    if target_ess is None:
+        weights = reward_weights(rewards, temperature)
+    else:
+        z = standardise(rewards)
+        weights = reward_weights(z, temperature_for_ess(z, target_ess))
     text_emb = model.preprocess(n=batch)["text_emb"]
     for _ in range(inner_steps):
         idx = torch.randint(n, (batch,), generator=generator)

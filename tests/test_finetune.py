@@ -1,6 +1,7 @@
 """Reward fine-tuning helpers against independent references: a saved and re-loaded adapter gives
-the in-memory model's images, the weighted loss equals a hand computation, DRaFT's graph spans
-exactly K steps, the JPEG reward ranks a flat picture above noise.
+the in-memory model's images, the weighted loss equals a hand computation, the temperature for a
+target effective sample size equals a closed form, DRaFT's graph spans exactly K steps, the JPEG
+reward ranks a flat picture above noise.
 
 A test that changes the pipeline changes a copy of the session's tiny one (`copy_of`).
 Notebook 11 checks, in every run, what is not repeated here: fit_concept's determinism (cell 18,
@@ -8,6 +9,7 @@ equal to the loop by hand), a saved embedding and a saved attention + ResNet-con
 through diffusers giving the same pictures (cells 28 and 34)."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -136,6 +138,38 @@ def test_reward_weights_bad_input(rewards, temperature, match):
         F.reward_weights(rewards, temperature)
 
 
+@pytest.mark.parametrize(("n", "k", "target"), [(8, 2, 4.0), (16, 1, 2.5), (64, 5, 16.0)])
+def test_temperature_for_ess_matches_the_closed_form(n, k, target):
+    """k rewards of 1, n - k of 0: with a = e^(1/beta) and m = n - k the weights' ESS is
+    (k a + m)^2 / (k a^2 + m), so ESS = E is the quadratic (k^2 - E k) a^2 + 2 k m a + m (m - E)
+    = 0, whose root a > 1 gives beta = 1 / log a."""
+    m = n - k
+    qa, qb, qc = k * k - target * k, 2 * k * m, m * (m - target)
+    a = (-qb - math.sqrt(qb * qb - 4 * qa * qc)) / (2 * qa)
+    rewards = torch.tensor([1.0] * k + [0.0] * m)
+    beta = F.temperature_for_ess(rewards, target)
+    assert a > 1 and beta == pytest.approx(1 / math.log(a), rel=1e-9)
+    assert F.effective_sample_size(F.reward_weights(rewards, beta)) == pytest.approx(target)
+    # the weights see r / beta only: shifted and scaled rewards need beta times the scale
+    assert F.temperature_for_ess(3 * rewards - 5, target) == pytest.approx(3 * beta, rel=1e-9)
+    z = F.standardise(rewards)
+    assert z.mean().abs() < 1e-6 and z.std().item() == pytest.approx(1.0)
+    assert F.temperature_for_ess(z, target) == pytest.approx(beta / rewards.std().item(), rel=1e-6)
+
+
+def test_effective_sample_size_and_its_edges():
+    assert F.effective_sample_size(torch.ones(7)) == pytest.approx(7)
+    assert F.effective_sample_size(torch.tensor([0.0, 3.0, 0.0])) == pytest.approx(1)
+    assert F.effective_sample_size(torch.tensor([1.0, 1.0, 2.0])) == pytest.approx(16 / 6)
+    assert F.temperature_for_ess(torch.full((4,), 0.3), 2) == 1.0  # equal rewards: any beta
+    assert torch.equal(F.standardise(torch.full((4,), 0.3)), torch.zeros(4))
+    for bad in (0.5, 5, True, "2"):
+        with pytest.raises(ValueError, match="target_ess must be"):
+            F.temperature_for_ess(torch.arange(4.0), bad)
+    with pytest.raises(ValueError, match="non-negative"):
+        F.effective_sample_size(torch.tensor([1.0, -1.0]))
+
+
 def test_draft_keeps_the_graph_for_exactly_k_steps(pipe):
     """k = 2 of 3 steps: the first without the graph, the last two with it."""
     k = 2
@@ -209,6 +243,23 @@ def test_rwr_round_trains_the_adapter(pipe):
     assert any(not torch.equal(a, b) for a, b in zip(before, params))
     with pytest.raises(ValueError, match="inner_steps must be an integer >= 1"):
         F.rwr_round(env, 4, opt, inner_steps=0)
+    with pytest.raises(ValueError, match="target_ess must be in 1 ... 4"):
+        F.rwr_round(env, 4, opt, inner_steps=1, target_ess=8)
+    after_one = [p.detach().clone() for p in params]
+    step = F.rwr_round(
+        env,
+        4,
+        opt,
+        inner_steps=1,
+        batch=2,
+        generator=torch.Generator().manual_seed(1),
+        steps=2,
+        target_ess=2,
+    )  # beta chosen for the round: the standardised rewards' weights have ESS 2
+    beta = F.temperature_for_ess(F.standardise(step.rewards), 2)
+    w = F.reward_weights(F.standardise(step.rewards), beta)
+    assert F.effective_sample_size(w) == pytest.approx(2, rel=1e-6)
+    assert any(not torch.equal(a, b) for a, b in zip(after_one, params))
 
 
 def test_pairwise_distance_is_the_mean_abs_difference():
