@@ -21,7 +21,9 @@ import pytest  # noqa: E402
 # seconds are measured on the 2-core machine with one thread a worker (`make test`'s own
 # phase table below, and `pytest --durations`); a unit not listed counts 1 s.
 RUN1, RUN2, RUN3, UNIT = "run 1: nbval", "run 2: half, cuda-sim", "run 3: sd15-small", "unit tests"
+ONE_UNIT = ("tests/test_slides_browser.py",)  # test files that run on one worker, in order
 COST: dict[tuple[str, str], float] = {
+    (UNIT, "tests/test_slides_browser.py"): 180,
     (RUN1, "06_unet_cfg_reward"): 200,
     (RUN1, "11_personalisation"): 160,
     (RUN1, "10_reward_finetuning"): 150,
@@ -62,6 +64,8 @@ def unit_of(nodeid: str) -> tuple[str, str]:
         run_notebook = name.removeprefix("test_notebook_runs[").rstrip("]")
         run = RUN2 if run_notebook.startswith("half-") else RUN3
         return run, run_notebook.removeprefix("half-").removeprefix("sd15-small-")[:-6]
+    if path.endswith(ONE_UNIT):  # its module fixtures are costly: build them once, on one worker
+        return UNIT, path
     return UNIT, nodeid
 
 
@@ -72,14 +76,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.hookimpl(optionalhook=True)  # xdist's hook: unknown when pytest runs without -n
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """xdist's scope scheduling with our units: a notebook's nbval cells go to one worker, in
-    order; every other test is a unit of its own. Units go out in collection order (the sort
+    order, and so do the tests of a file in ONE_UNIT; every other test is a unit of its own. Units go out in collection order (the sort
     above: longest first), each to the first worker that is free."""
     from xdist.scheduler import LoadScopeScheduling
 
     class Plan(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             phase, unit = unit_of(nodeid)
-            return f"{phase}: {unit}" if phase == RUN1 else nodeid
+            return f"{phase}: {unit}" if unit != nodeid else nodeid
 
     config.option.loadscopereorder = False
     return Plan(config, log)
