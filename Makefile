@@ -34,10 +34,10 @@ my-notebooks: ## copy course notebooks you don't have yet into my_notebooks/ (ne
 	@for nb in $(NB); do [ -e "$(MY)/$$(basename $$nb)" ] || cp "$$nb" "$(MY)/"; done
 	@echo "Your working copies are in $(MY)/ (never overwritten: delete one to get the course's version back)."
 
-test: setup lint ## unit tests + every notebook three times (nbval fp32; half + cuda-sim; an SD 1.5-shaped model)
+test: setup lint ## unit tests + every notebook twice (nbval, mini-sd fp32; an SD 1.5-shaped model in fp16, cuda-sim)
 	$(PY) -m pytest tests notebooks $(NBVAL) $(XDIST) -q
 
-unit: setup ## unit tests only (runs 2 and 3 of the notebooks included)
+unit: setup ## unit tests only (run 2 of the notebooks included)
 	$(PY) -m pytest tests $(XDIST) -q
 
 notebooks: setup ## notebooks only, under nbval

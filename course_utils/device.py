@@ -103,9 +103,9 @@ def default_dtype(device: str | torch.device) -> torch.dtype:
 def budget(full: int, quick: int) -> int:
     """`full`, or `quick` when `COURSE_QUICK=1`: the number of steps, samples or iterations.
 
-    CI executes every notebook three times (mini-sd fp32, mini-sd in half precision, a random
-    pipeline with SD 1.5's classes); the two extra runs set `COURSE_QUICK=1` to draw fewer
-    samples with fewer steps. Cells are never skipped, only made smaller.
+    CI executes every notebook twice (mini-sd in float32 under nbval; a random pipeline with
+    SD 1.5's classes in float16 under simulated CUDA); the second run sets `COURSE_QUICK=1` to
+    draw fewer samples with fewer steps. Cells are never skipped, only made smaller.
     """
     if not (isinstance(full, int) and isinstance(quick, int) and 0 < quick <= full):
         raise ValueError(
