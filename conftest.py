@@ -23,17 +23,28 @@ def kernel_path_below_this_cpus() -> str:
     return "avx2" if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags else "default"
 
 
-# The unit tests and run 1 (and the kernels nbval starts, which inherit this environment) run on
-# other CPU kernels than this machine's best, and MKL's reproducible path: a check that holds for
-# one machine's rounding only fails here, on every commit (issue 28). On an AVX-512 machine that
-# costs nothing (AVX2 kernels); on an AVX2 one the plain C kernels cost run 1 about 20 %. Set
-# before torch is imported; `ATEN_CPU_CAPABILITY=... make test` chooses another path.
-os.environ.setdefault("ATEN_CPU_CAPABILITY", kernel_path_below_this_cpus())
+# Other CPU kernels than this machine's best, so that a check that holds for one machine's
+# rounding only fails here, on every commit (issue 28), with MKL's reproducible path:
+# - the unit tests run one path below the best (set here, before torch is imported);
+# - run 1's notebook kernels too where that costs nothing (AVX2 kernels on an AVX-512 CPU); on an
+#   AVX2-only CPU the next path down is the plain C one, which costs run 1 20-40 %, so the
+#   kernels keep AVX2 there (a fresh clone passes with ATEN_CPU_CAPABILITY=default too).
+# ATEN_CPU_CAPABILITY set by you wins for both: `ATEN_CPU_CAPABILITY=default make test`.
+_BELOW = kernel_path_below_this_cpus()
+os.environ.setdefault("COURSE_KERNELS_PATH", os.environ.get("ATEN_CPU_CAPABILITY", "")
+                      or ("avx2" if _BELOW == "avx2" else "native"))  # fmt: skip
+os.environ.setdefault("ATEN_CPU_CAPABILITY", _BELOW)
 os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
 
+import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import pytest  # noqa: E402
+
+# Run 1 records every call of the pipelines the notebooks load (course_utils.meter): the summary
+# converts them to SD 1.5's memory and T4 time per notebook (issue 28). The workers inherit the
+# folder; each notebook's kernel learns its name from COURSE_METER_NOTEBOOK (below).
+METER = os.environ.setdefault("COURSE_METER", tempfile.mkdtemp(prefix="course-meter-"))
 
 # --- the plan of `make test` on two workers --------------------------------------------------
 # xdist hands the units out in the order of COST, longest first, so that neither worker idles
@@ -99,6 +110,22 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     return Plan(config, log)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before nbval starts a notebook's kernel (in its first cell's set-up), name the notebook
+    for the meter and set its CPU kernels (above); unit tests and run 2 are not metered."""
+    path = item.nodeid.partition("::")[0]
+    if path.endswith(".ipynb"):
+        os.environ["COURSE_METER_NOTEBOOK"] = Path(path).stem
+        kernels = os.environ["COURSE_KERNELS_PATH"]  # read by torch in the kernel, not here
+        if kernels == "native":
+            os.environ.pop("ATEN_CPU_CAPABILITY", None)
+        else:
+            os.environ["ATEN_CPU_CAPABILITY"] = kernels
+    else:
+        os.environ.pop("COURSE_METER_NOTEBOOK", None)
+
+
 _SECONDS: dict[str, float] = {}
 _START = time.perf_counter()
 
@@ -118,3 +145,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             terminalreporter.write_line(f"{phase:<24} {_SECONDS[phase]:7.0f} s")
     wall = time.perf_counter() - _START
     terminalreporter.write_line(f"{'wall clock':<24} {wall:7.0f} s on {workers} worker(s)")
+    if any(Path(METER).glob("*.jsonl")):
+        import importlib.util
+
+        script = Path(__file__).parent / "scripts" / "sd15_cost.py"
+        spec = importlib.util.spec_from_file_location("sd15_cost", script)
+        sd15_cost = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sd15_cost)
+        terminalreporter.section("SD 1.5 at 512x512 in fp16 on a T4, estimated from run 1's calls")
+        for line in sd15_cost.report(Path(METER)):
+            terminalreporter.write_line(line)

@@ -17,6 +17,7 @@ Each module holds one idea that a notebook writes out first:
     finetune      LoRA through peft and diffusers' format; DRaFT-K, reward-weighted regression (10);
                   a new word: textual inversion, DreamBooth-LoRA with prior preservation  (11)
     check         `report`: print a difference and assert a tolerance     (all)
+    meter         SD 1.5's memory and T4 time of a notebook, counted on a CPU (make test, README)
     viz, widgets  image grids and plots; live controls                    (all)
     exercises     the exercises' check functions                          (all)
     mini          mini-sd's architectures, data generator and judge
@@ -42,6 +43,7 @@ _SUBMODULES = {
     "flow",
     "gym",
     "images",
+    "meter",
     "models",
     "samplers",
     "sampling",

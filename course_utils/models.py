@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from course_utils import MINI_SD_PATH
+from course_utils import MINI_SD_PATH, meter
 from course_utils._quiet import quiet_torchvision_hint
 from course_utils.device import default_dtype, get_device, simulation_paused
 
@@ -170,6 +170,7 @@ def load_pipeline(
         # on one AVX2 core. Only the memory layout changes, never a value.
         for module in (pipe.unet, pipe.vae):
             module.to(memory_format=torch.channels_last)
+    meter.attach_if_asked(pipe)  # SD 1.5's cost of this notebook, when make test asks (issue 28)
     return pipe
 
 

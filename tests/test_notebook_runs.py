@@ -58,6 +58,7 @@ def run_settings(sd15_small_dir: Path, openai_clip_home: Path) -> dict[str, str 
         "COURSE_QUICK": "1",
         "ATEN_CPU_CAPABILITY": None,
         "MKL_CBWR": None,
+        "COURSE_METER": None,  # run 1 meters SD 1.5's cost (conftest.py)
         "HF_HOME": str(openai_clip_home),
         "HF_HUB_CACHE": str(openai_clip_home / "hub"),  # an inherited HF_HUB_CACHE would win
     }
