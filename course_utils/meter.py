@@ -7,7 +7,8 @@ back-propagated), and how many models are alive. `estimate` converts those calls
 Diffusion 1.5 at 512x512 (4x64x64 latents) in float16 on a GPU:
 
     memory  the weights of the live models in float16, plus, for the call that needs most, its
-            activations and the saved activations of every graph still open. The activations
+            activations and the saved activations of every graph still open. On a GPU
+            `load_pipeline` slices the VAE (one image at a time), and so does the estimate. The activations
             are measured, not guessed: SD 1.5's own modules run on fake tensors (no memory
             used) under torch's `MemTracker` (torch.distributed._tools.mem_tracker), once per
             (part, batch, side, gradient) and cached.
@@ -262,6 +263,15 @@ def call_seconds_t4(part: str, batch: int, side: int, grad: bool) -> float:
     return max(seconds, T4_FLOOR_S) if part == "unet" else seconds
 
 
+def _call_peak(part: str, batch: int, side: int, grad: bool) -> float:
+    """A call's own peak. On a GPU `load_pipeline` slices the VAE (diffusers' `enable_slicing`):
+    one image at a time, so its peak is one image's, plus the graphs of the images before it."""
+    if part.startswith("vae.") and batch > 1:
+        one = call_cost(part, 1, side, grad)
+        return one["peak"] + (batch - 1) * one["kept"]
+    return call_cost(part, batch, side, grad)["peak"]
+
+
 def estimate(records: Iterable[dict]) -> dict[str, float]:
     """SD 1.5 at 512^2 in float16 on a T4, from a notebook's metered calls: the peak memory
     (GiB), the time (minutes) and the number of calls; `worst` is the call that needs most."""
@@ -273,7 +283,7 @@ def estimate(records: Iterable[dict]) -> dict[str, float]:
         weights = sum(count * weight_bytes(p) for p, count in r["live"].items())
         graphs = sum(call_cost(p, b, sd15_side(p, s, r["native"]), True)["kept"]
                      for p, b, s in r["open"])  # fmt: skip
-        need = weights + graphs + call_cost(r["part"], r["batch"], side, r["grad"])["peak"]
+        need = weights + graphs + _call_peak(r["part"], r["batch"], side, r["grad"])
         if need > peak:
             peak, worst = need, {**r, "open": len(r["open"])}
     return {"peak_gib": peak / GiB, "t4_minutes": seconds / 60, "calls": n, "worst": worst}

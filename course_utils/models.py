@@ -170,6 +170,8 @@ def load_pipeline(
         # on one AVX2 core. Only the memory layout changes, never a value.
         for module in (pipe.unet, pipe.vae):
             module.to(memory_format=torch.channels_last)
+    if device.type == "cuda":  # decode (and encode) one image at a time: SD 1.5's VAE at 512^2
+        pipe.vae.enable_slicing()  # needs 0.66 GiB of activations an image (course_utils.meter)
     meter.attach_if_asked(pipe)  # SD 1.5's cost of this notebook, when make test asks (issue 28)
     return pipe
 

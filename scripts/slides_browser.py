@@ -45,6 +45,15 @@ async () => {
 """
 
 
+SHOW_JS = """
+async ([h, v]) => {  // go to a slide at once (no transition) and wait until it is painted
+  Reveal.configure({transition: "none", backgroundTransition: "none"});
+  Reveal.slide(h, v);
+  await new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)));
+}
+"""
+
+
 def chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
@@ -80,8 +89,7 @@ def check(folder: Path, shots: Path | None = None) -> dict[str, list[dict]]:
             report[deck.name] = rows
             if shots is not None:  # a look at the slide the fitting had to shrink most
                 worst = min(rows, key=lambda r: r["scale"])
-                page.evaluate(f"Reveal.slide({worst['h']}, {worst['v']})")
-                page.wait_for_timeout(1500)  # after the slide transition
+                page.evaluate(SHOW_JS, [worst["h"], worst["v"]])
                 shots.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(shots / f"{deck.name.split('.')[0]}-smallest.png"))
         browser.close()

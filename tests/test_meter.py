@@ -87,3 +87,12 @@ def test_estimate_counts_weights_open_graphs_and_the_call():
     call = meter.call_cost("unet", 2, 64, False)["peak"]
     assert est["peak_gib"] * meter.GiB == pytest.approx(weights + graph + call)
     assert est["t4_minutes"] * 60 == pytest.approx(1 / 6.9) and est["calls"] == 1
+
+
+def test_the_vae_is_sliced_one_image_at_a_time_as_load_pipeline_does_on_a_gpu():
+    side, live = 8, {"unet": 0, "vae.encoder": 0, "vae.decoder": 1, "text_encoder": 0}
+    record = dict(part="vae.decoder", batch=16, side=side, native=side, grad=False, live=live,
+                  open=[])  # fmt: skip
+    one_image = meter.call_cost("vae.decoder", 1, 64, False)["peak"]
+    expected = meter.weight_bytes("vae.decoder") + one_image
+    assert meter.estimate([record])["peak_gib"] * meter.GiB == pytest.approx(expected)
