@@ -36,17 +36,38 @@ def worst_call(w: dict | None) -> str:
     return what + (f", {w['open']} graphs open" if w["open"] else "")
 
 
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def header_figures(notebook: str) -> tuple[float, float] | None:
+    """(GiB, minutes) that the notebook's first cell states for SD 1.5, if it states them."""
+    import re
+
+    path = NOTEBOOKS / f"{notebook}.ipynb"
+    if not path.exists():
+        return None
+    first = json.loads(path.read_text())["cells"][0]["source"]
+    found = re.search(r"peak ([\d.]+) GiB, ([\d.]+) min", "".join(first))
+    return (float(found[1]), float(found[2])) if found else None
+
+
 def report(folder: Path) -> list[str]:
-    """The README's table: | nb | calls | peak GiB | T4 min | the call that needs most |."""
+    """The README's table: | nb | calls | peak GiB | T4 min | the call that needs most |, and
+    where a notebook's header states other figures, a note to update it."""
     lines = [
         "| notebook | metered calls | SD 1.5 peak memory | T4 time | the call that needs most |",
         "|---|---|---|---|---|",
     ]
     for r in rows(folder):
         over = r["peak_gib"] > BUDGET_GIB or r["t4_minutes"] > BUDGET_MINUTES
+        stated = header_figures(r["notebook"])
+        stale = stated is not None and (
+            abs(stated[0] - r["peak_gib"]) > 0.15 or abs(stated[1] - r["t4_minutes"]) > 0.15
+        )
         lines.append(
             f"| {r['notebook'][:2]} | {r['calls']:,} | {r['peak_gib']:.1f} GiB | "
-            f"{r['t4_minutes']:.1f} min | {worst_call(r['worst'])}{' (over budget)' if over else ''} |"
+            f"{r['t4_minutes']:.1f} min | {worst_call(r['worst'])}{' (over budget)' if over else ''}"
+            f"{f' (its header says {stated[0]} GiB, {stated[1]} min: update it)' if stale else ''} |"
         )
     return lines
 
