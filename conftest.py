@@ -36,6 +36,7 @@ os.environ.setdefault("COURSE_KERNELS_PATH", os.environ.get("ATEN_CPU_CAPABILITY
 os.environ.setdefault("ATEN_CPU_CAPABILITY", _BELOW)
 os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
 
+import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
@@ -44,7 +45,10 @@ import pytest  # noqa: E402
 # Run 1 records every call of the pipelines the notebooks load (course_utils.meter): the summary
 # converts them to SD 1.5's memory and T4 time per notebook (issue 28). The workers inherit the
 # folder; each notebook's kernel learns its name from COURSE_METER_NOTEBOOK (below).
-METER = os.environ.setdefault("COURSE_METER", tempfile.mkdtemp(prefix="course-meter-"))
+_OUR_METER = "COURSE_METER" not in os.environ  # in the controller; the workers inherit it
+if _OUR_METER:
+    os.environ["COURSE_METER"] = tempfile.mkdtemp(prefix="course-meter-")
+METER = os.environ["COURSE_METER"]
 
 # --- the plan of `make test` on two workers --------------------------------------------------
 # xdist hands the units out in the order of COST, longest first, so that neither worker idles
@@ -146,12 +150,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     wall = time.perf_counter() - _START
     terminalreporter.write_line(f"{'wall clock':<24} {wall:7.0f} s on {workers} worker(s)")
     if any(Path(METER).glob("*.jsonl")):
-        import importlib.util
+        from course_utils import meter
 
-        script = Path(__file__).parent / "scripts" / "sd15_cost.py"
-        spec = importlib.util.spec_from_file_location("sd15_cost", script)
-        sd15_cost = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sd15_cost)
         terminalreporter.section("SD 1.5 at 512x512 in fp16 on a T4, estimated from run 1's calls")
-        for line in sd15_cost.report(Path(METER)):
+        for line in meter.report(METER):
             terminalreporter.write_line(line)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _OUR_METER and not hasattr(config, "workerinput"):  # the folder this session made
+        shutil.rmtree(METER, ignore_errors=True)

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 ENV, ENV_NOTEBOOK = "COURSE_METER", "COURSE_METER_NOTEBOOK"
 PARTS = ("unet", "vae.encoder", "vae.decoder", "text_encoder")
 SD15_SIDE = 64  # SD 1.5's latent side at 512x512
+BUDGET_GIB, BUDGET_MINUTES = 14.0, 10.0  # issue 28: a 16 GB T4, ten minutes
 T4_FLOOR_S, T4_PER_SAMPLE_S = 1 / 6.9, 1 / (8 * 1.79)  # diffusers' T4 benchmark, see above
 GiB = 2**30
 
@@ -79,13 +80,14 @@ class Recorder:
         def hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
             x = args[0] if args else kwargs.get("sample", kwargs.get("input_ids"))
             side = {"vae.encoder": x.shape[-1] // factor, "text_encoder": 0}.get(part, x.shape[-1])
+            batch, side = int(x.shape[0]), int(side)
             grad = torch.is_grad_enabled() and (
                 x.requires_grad or any(p.requires_grad for p in module.parameters())
             )
             self.live[part].add(module)
-            module._meter_call = (part, int(x.shape[0]), int(side), grad)
+            module._meter_call = (part, batch, side, grad)
             self._write(
-                part=part, batch=int(x.shape[0]), side=int(side), native=native, grad=grad,
+                part=part, batch=batch, side=side, native=native, grad=grad,
                 dtype=str(next(module.parameters()).dtype).removeprefix("torch."),
                 open=list(self.open.values()), live={p: len(s) for p, s in self.live.items()},
             )  # fmt: skip
@@ -121,7 +123,9 @@ def attach_if_asked(pipe: StableDiffusionPipeline) -> None:
     folder, notebook = os.environ.get(ENV), os.environ.get(ENV_NOTEBOOK)
     if folder and notebook:
         key = (folder, notebook)
-        _RECORDERS.setdefault(key, Recorder(folder, notebook)).attach(pipe)
+        if key not in _RECORDERS:
+            _RECORDERS[key] = Recorder(folder, notebook)
+        _RECORDERS[key].attach(pipe)
 
 
 def read(path: str | os.PathLike) -> list[dict]:
@@ -287,3 +291,49 @@ def estimate(records: Iterable[dict]) -> dict[str, float]:
         if need > peak:
             peak, worst = need, {**r, "open": len(r["open"])}
     return {"peak_gib": peak / GiB, "t4_minutes": seconds / 60, "calls": n, "worst": worst}
+
+
+# --- the report ---------------------------------------------------------------------------------
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def _worst_call(w: dict | None) -> str:
+    if w is None:
+        return ""
+    what = f"{w['part']} batch {w['batch']}" + (" with a graph" if w["grad"] else "")
+    return what + (f", {w['open']} graphs open" if w["open"] else "")
+
+
+def header_figures(notebook: str) -> tuple[float, float] | None:
+    """(GiB, minutes) that the notebook's first cell states for SD 1.5, if it states them."""
+    import re
+
+    path = NOTEBOOKS / f"{notebook}.ipynb"
+    if not path.exists():
+        return None
+    first = json.loads(path.read_text())["cells"][0]["source"]
+    found = re.search(r"peak ([\d.]+) GiB, ([\d.]+) min", "".join(first))
+    return (float(found[1]), float(found[2])) if found else None
+
+
+def report(folder: str | os.PathLike) -> list[str]:
+    """The README's table, one row per `<notebook>.jsonl` in `folder`: | nb | calls | peak GiB |
+    T4 min | the call that needs most |, marked where over the budgets, and where a notebook's
+    header states other figures, a note to update it."""
+    lines = [
+        "| notebook | metered calls | SD 1.5 peak memory | T4 time | the call that needs most |",
+        "|---|---|---|---|---|",
+    ]
+    for path in sorted(Path(folder).glob("*.jsonl")):
+        r = estimate(read(path))
+        over = r["peak_gib"] > BUDGET_GIB or r["t4_minutes"] > BUDGET_MINUTES
+        stated = header_figures(path.stem)
+        stale = stated is not None and (
+            abs(stated[0] - r["peak_gib"]) > 0.15 or abs(stated[1] - r["t4_minutes"]) > 0.15
+        )
+        lines.append(
+            f"| {path.stem[:2]} | {r['calls']:,} | {r['peak_gib']:.1f} GiB | "
+            f"{r['t4_minutes']:.1f} min | {_worst_call(r['worst'])}{' (over budget)' if over else ''}"
+            f"{f' (its header says {stated[0]} GiB, {stated[1]} min: update it)' if stale else ''} |"
+        )
+    return lines

@@ -101,16 +101,10 @@ def test_the_vae_is_sliced_one_image_at_a_time_as_load_pipeline_does_on_a_gpu():
 def test_the_report_flags_a_header_that_states_other_figures(tmp_path):
     """A notebook's first cell states its SD 1.5 cost; make test's table says when the meter
     measured other figures (here one U-Net call, not 06's whole run)."""
-    import importlib.util
     import json
-    from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "sd15_cost.py"
-    spec = importlib.util.spec_from_file_location("sd15_cost", script)
-    sd15_cost = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sd15_cost)
     live = {"unet": 1, "vae.encoder": 0, "vae.decoder": 0, "text_encoder": 0}
     record = dict(part="unet", batch=2, side=8, native=8, grad=False, live=live, open=[])
     (tmp_path / "06_unet_cfg_reward.jsonl").write_text(json.dumps(record) + "\n")
-    (row,) = sd15_cost.report(tmp_path)[2:]
+    (row,) = meter.report(tmp_path)[2:]
     assert row.startswith("| 06 | 1 |") and "its header says" in row

@@ -1,9 +1,9 @@
 """Run 2 of every notebook: the course is portable in device, dtype, size and model.
 
-Run 1 is nbval over `notebooks/` (mini-sd, float32, outputs compared), on torch's plain C
-kernels (`ATEN_CPU_CAPABILITY=default`, `MKL_CBWR=COMPATIBLE`, set in conftest.py): a check that
-holds only for one machine's rounding fails there, on every commit, rather than on a learner's
-laptop. Run 2, here, executes every cell of every notebook again, with no output comparison, and
+Run 1 is nbval over `notebooks/` (mini-sd, float32, outputs compared), on the CPU kernels
+conftest.py chooses (AVX2 on an AVX-512 machine, `MKL_CBWR=COMPATIBLE`; the unit tests go one
+path below the best everywhere): a check that holds only for one machine's rounding fails there,
+on every commit, rather than on a learner's laptop. Run 2, here, executes every cell of every notebook again, with no output comparison, and
 fails on any cell that raises. It stands in for SD 1.5 in fp16 on a GPU:
 
     model   a random pipeline of SD 1.5's classes at other sizes than mini-sd ("sd15-small": text
