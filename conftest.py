@@ -155,6 +155,22 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         terminalreporter.section("SD 1.5 at 512x512 in fp16 on a T4, estimated from run 1's calls")
         for line in meter.report(METER):
             terminalreporter.write_line(line)
+        for line in _OVER_MEMORY:
+            terminalreporter.write_line(f"FAILED (memory budget) {line}", red=True)
+
+
+_OVER_MEMORY: list[str] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """make test fails when a notebook run 1 metered would not fit SD 1.5 on a 16 GB T4."""
+    if hasattr(session.config, "workerinput") or not any(Path(METER).glob("*.jsonl")):
+        return
+    from course_utils import meter
+
+    _OVER_MEMORY[:] = meter.over_memory(METER)
+    if _OVER_MEMORY and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -35,13 +35,18 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
-from course_utils.gym import Environment
+from course_utils.gym import GRAD_CHUNK, Environment
 from course_utils.sampling import token_ids  # noqa: F401 - re-exported: 11 calls F.token_ids
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # every attention projection of the U-Net
+# Training keeps the U-Net's graph for at most GRAPH_ROWS input rows at once and accumulates the
+# gradient over pieces (gradient accumulation, as diffusers' training scripts do across steps):
+# SD 1.5's U-Net keeps 0.87 GiB a row with its graph at 512^2 (course_utils.meter), 8 rows 7 GiB.
+GRAPH_ROWS = 8
+DRAFT_CHUNK = GRAPH_ROWS // 2  # DRaFT's samples at a time: classifier-free guidance doubles a row
 CROSS_ATTENTION = ("attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0")  # text -> picture
 RESNET_CONVS = ("conv1", "conv2")  # the two 3x3 convolutions of every ResNet block (08)
 
@@ -143,6 +148,13 @@ def regulariser(env: Environment, x: torch.Tensor, t: torch.Tensor, cond: dict) 
     return (eps.float() - eps_ref.float()).pow(2).mean()
 
 
+def _rows(cond: dict, idx: torch.Tensor, n: int) -> dict:
+    """The rows `idx` of every per-sample tensor of `cond` (those with n rows)."""
+    return {
+        k: v[idx.to(v.device)] if torch.is_tensor(v) and len(v) == n else v for k, v in cond.items()
+    }
+
+
 def draft_step(
     env: Environment,
     n: int,
@@ -153,25 +165,61 @@ def draft_step(
 ) -> Step:
     """DRaFT-K: n samples with the environment's Euler steps on the flow, the graph kept for the
     last `k` steps only (x enters them detached), decoded with the graph, scored:
-    loss = -mean r + kl_weight * regulariser at a random earlier state of the trajectory."""
+    loss = -mean r + kl_weight * regulariser at a random earlier state of the trajectory.
+
+    It back-propagates the loss itself: the gradient lands in the parameters' `.grad` (call
+    `optimizer.zero_grad()` before and `optimizer.step()` after), accumulated in pieces so that
+    SD 1.5 fits a 16 GB GPU (course_utils.meter; a batch of 8 at once would keep 14 GiB of U-Net
+    graph and 22 GiB of decoder graph):
+      - the first steps - k steps run the whole batch without a graph; the last k run
+        DRAFT_CHUNK samples at a time with theirs;
+      - the decoder is checkpointed at x: gym.GRAD_CHUNK images at a time are decoded and scored
+        from a detached copy of x, and the gradient g that reaches it flows on through the U-Net
+        steps as x.backward(g) (the chain rule, cut at x);
+      - the regulariser, a mean, is back-propagated per chunk, weighted by its share of the batch.
+    The gradient equals one backward pass of the whole batch's loss (tests/test_finetune.py).
+    Returns the loss's value (detached), the images and the rewards. A reward without a
+    gradient (JPEG size) raises a ValueError: DRaFT needs a differentiable reward."""
     if not isinstance(k, int) or not 1 <= k <= env.steps:
         raise ValueError(f"k must be an integer in 1 ... {env.steps} (the env's steps), got {k!r}")
     kl_weight = _check_weight("kl_weight", kl_weight)
     x, cond = env.base_model.sample_p0(n, generator=generator, **sample_kw)
     ts = torch.linspace(0, 1, env.steps + 1)
+    first = env.steps - k
     states = []
-    for i in range(env.steps):
-        with torch.set_grad_enabled(i >= env.steps - k):
-            states.append(x.detach())
+    with torch.no_grad():
+        for i in range(first):
+            states.append(x)
             x = x + (ts[i + 1] - ts[i]).item() * env.velocity(x, ts[i], **cond)
-    images = env.base_model.postprocess(x)
-    rewards, _ = env.reward(images)
-    rewards = env.reward_scale * rewards.to(x.device)
-    loss = -rewards.mean()
-    if kl_weight:
-        j = int(torch.randint(env.steps, (1,), generator=generator))
-        loss = loss + kl_weight * regulariser(env, states[j], ts[j], cond)
-    return Step(loss, images.detach().float().cpu(), rewards.detach().float().cpu())
+    j = int(torch.randint(env.steps, (1,), generator=generator)) if kl_weight else None
+    images, rewards, penalty = [], [], 0.0
+    for idx in torch.arange(n).split(DRAFT_CHUNK):
+        xc, cc = x[idx], _rows(cond, idx, n)
+        for i in range(first, env.steps):  # the last k steps, with their graph
+            if i == j:
+                state_j = xc.detach()  # the regulariser's state, when it falls in the last k
+            xc = xc + (ts[i + 1] - ts[i]).item() * env.velocity(xc, ts[i], **cc)
+        end = xc.detach().requires_grad_(True)  # the checkpoint at x
+        for piece in end.split(GRAD_CHUNK):
+            picture = env.base_model.postprocess(piece)
+            r = env.reward_scale * env.reward(picture)[0].to(x.device)
+            if not r.requires_grad:
+                raise ValueError(
+                    f"the reward {type(env.reward).__name__} has no gradient: DRaFT back-propagates "
+                    "it, so it needs a differentiable reward (RWR needs only its values)"
+                )
+            (-r.sum() / n).backward()  # into end.grad: the decoder's graph of this piece is freed
+            images.append(picture.detach().float().cpu())
+            rewards.append(r.detach().float().cpu())
+        xc.backward(end.grad)  # on through the last k U-Net steps
+        if kl_weight:
+            at = states[j][idx] if j < first else state_j
+            part = kl_weight * regulariser(env, at, ts[j], cc) * len(idx) / n
+            part.backward()
+            penalty += part.item()
+    rewards = torch.cat(rewards)
+    loss = -rewards.mean() + penalty
+    return Step(loss, torch.cat(images), rewards)
 
 
 def reward_weights(rewards: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -238,9 +286,14 @@ def weighted_denoising_loss(
     weights: torch.Tensor,
     alphas_cumprod: torch.Tensor,
     generator: torch.Generator | None = None,
+    backward: bool = False,
 ) -> torch.Tensor:
     """mean_i w_i |eps_i - eps_theta(sqrt(ab_t) z_i + sqrt(1 - ab_t) eps_i, t_i)|^2 / (4 h w),
-    t_i uniform in 0 ... T - 1 (Ho et al. 2020, Alg. 1 weighted per sample): the RWR loss."""
+    t_i uniform in 0 ... T - 1 (Ho et al. 2020, Alg. 1 weighted per sample): the RWR loss.
+
+    With `backward=True` it back-propagates the loss itself, GRAPH_ROWS samples at a time (each
+    piece's share of the mean), and returns the value detached: the same gradient, with one
+    piece's U-Net graph alive at a time."""
     b = latents.shape[0]
     if weights.shape != (b,):
         raise ValueError(f"need one weight per latent: {tuple(weights.shape)} for {b} latents")
@@ -249,9 +302,19 @@ def weighted_denoising_loss(
     ab = alphas_cumprod[t].view(-1, 1, 1, 1).float()
     z_t = ab.sqrt() * latents.detach().float().cpu() + (1 - ab).sqrt() * eps
     dev, dtype = unet.device, unet.dtype
-    pred = unet(z_t.to(dev, dtype), t.to(dev), encoder_hidden_states=text_emb.to(dev, dtype)).sample
-    per_sample = (pred.float() - eps.to(dev)).pow(2).flatten(1).mean(1)
-    return (weights.to(dev) * per_sample).mean()
+    total = 0.0
+    for idx in torch.arange(b).split(GRAPH_ROWS if backward else b):
+        emb = text_emb[idx.to(text_emb.device)] if len(text_emb) == b else text_emb
+        pred = unet(
+            z_t[idx].to(dev, dtype), t[idx].to(dev), encoder_hidden_states=emb.to(dev, dtype)
+        ).sample
+        per_sample = (pred.float() - eps[idx].to(dev)).pow(2).flatten(1).mean(1)
+        part = (weights[idx].to(dev) * per_sample).mean() * (len(idx) / b)  # its share
+        if backward:  # the text encoder's graph, if any, serves the next piece too
+            part.backward(retain_graph=text_emb.requires_grad)
+            part = part.detach()
+        total = total + part
+    return total
 
 
 def rwr_round(
@@ -302,6 +365,7 @@ def rwr_round(
     text_emb = model.preprocess(n=batch)["text_emb"]
     for _ in range(inner_steps):
         idx = torch.randint(n, (batch,), generator=generator)
+        optimizer.zero_grad()
         loss = weighted_denoising_loss(
             model.pipe.unet,
             out.latents[idx],
@@ -309,11 +373,10 @@ def rwr_round(
             weights[idx],
             model.pipe.scheduler.alphas_cumprod,
             generator,
+            backward=True,  # GRAPH_ROWS samples' graph at a time
         )
-        optimizer.zero_grad()
-        loss.backward()
         optimizer.step()
-    return Step(loss.detach(), out.images, rewards)
+    return Step(loss, out.images, rewards)
 
 
 def pairwise_distance(images: torch.Tensor) -> torch.Tensor:
@@ -411,20 +474,23 @@ def concept_loss(
     prior: tuple[torch.Tensor, torch.Tensor] | None = None,
     prior_weight: float = 1.0,
     generator: torch.Generator | None = None,
+    backward: bool = False,
 ) -> torch.Tensor:
     """E |eps - eps_theta(z_t, t, c_theta(y))|^2 on the new pictures (latents, ids), through the
     text encoder with its graph (textual inversion trains a row of it), plus prior_weight times
-    the same loss on `prior` = (latents, ids) of class pictures (DreamBooth, Eq. 2)."""
+    the same loss on `prior` = (latents, ids) of class pictures (DreamBooth, Eq. 2).
+    `backward=True` back-propagates each term (in pieces, `weighted_denoising_loss`) and returns
+    the value detached: one graph alive at a time, the same gradient."""
     prior_weight = _check_weight("prior_weight", prior_weight)
 
-    def one(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def one(z: torch.Tensor, y: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
         text_emb = pipe.text_encoder(y.to(pipe.text_encoder.device))[0]
-        ones = torch.ones(len(z))
+        weights = torch.full((len(z),), weight)
         alphas = pipe.scheduler.alphas_cumprod
-        return weighted_denoising_loss(pipe.unet, z, text_emb, ones, alphas, generator)
+        return weighted_denoising_loss(pipe.unet, z, text_emb, weights, alphas, generator, backward)
 
     loss = one(latents, ids)
-    return loss + prior_weight * one(*prior) if prior is not None else loss
+    return loss + one(*prior, prior_weight) if prior is not None else loss
 
 
 def fit_concept(
@@ -459,9 +525,8 @@ def fit_concept(
         if prior is not None:
             j = torch.randint(len(prior[0]), (batch,), generator=g)
             pr = (prior[0][j], prior[1][j])
-        loss = concept_loss(pipe, latents[i], ids[i], pr, generator=g)
         optimizer.zero_grad()
-        loss.backward()
+        loss = concept_loss(pipe, latents[i], ids[i], pr, generator=g, backward=True)
         optimizer.step()
         losses.append(loss.item())
     return losses

@@ -110,8 +110,21 @@ class Recorder:
         self.open.pop(key, None)
 
     def _write(self, **record: object) -> None:
+        record["cell"] = _cell()
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+
+
+def _cell() -> int | None:
+    """The In[] number of the notebook cell that made the call (None outside IPython): which
+    cells cost SD 1.5 most. (IPython's execution_count is already the next cell's while one runs;
+    its input history `In` holds the running cell last.)"""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    return None if shell is None else len(shell.user_ns.get("In", [""])) - 1
 
 
 _RECORDERS: dict[tuple[str, str], Recorder] = {}
@@ -336,4 +349,20 @@ def report(folder: str | os.PathLike) -> list[str]:
             f"{r['t4_minutes']:.1f} min | {_worst_call(r['worst'])}{' (over budget)' if over else ''}"
             f"{f' (its header says {stated[0]} GiB, {stated[1]} min: update it)' if stale else ''} |"
         )
+    return lines
+
+
+def over_memory(folder: str | os.PathLike) -> list[str]:
+    """The notebooks in `folder` whose SD 1.5 peak exceeds BUDGET_GIB, one line each saying by
+    how much and at which call: `make test` fails on any (conftest.py). The T4 time is reported
+    by `report`, not asserted: four notebooks are still over BUDGET_MINUTES (issue 28)."""
+    lines = []
+    for path in sorted(Path(folder).glob("*.jsonl")):
+        r = estimate(read(path))
+        if r["peak_gib"] > BUDGET_GIB:
+            lines.append(
+                f"{path.stem}: SD 1.5 would need {r['peak_gib']:.1f} GiB, over the {BUDGET_GIB:g} GiB "
+                f"of a 16 GB T4, at {_worst_call(r['worst'])} (cell In[{r['worst'].get('cell')}]): "
+                "chunk the batch (course_utils.gym.GRAD_CHUNK, finetune.GRAPH_ROWS) or free a model"
+            )
     return lines

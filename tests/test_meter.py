@@ -108,3 +108,17 @@ def test_the_report_flags_a_header_that_states_other_figures(tmp_path):
     (tmp_path / "06_unet_cfg_reward.jsonl").write_text(json.dumps(record) + "\n")
     (row,) = meter.report(tmp_path)[2:]
     assert row.startswith("| 06 | 1 |") and "its header says" in row
+
+
+def test_a_notebook_over_the_memory_budget_is_named(tmp_path):
+    """make test fails on it (conftest.py): 8 pictures back-propagated through SD 1.5's decoder
+    at once keep 8 x 2.8 GiB; 2 at a time (gym.GRAD_CHUNK) fit."""
+    import json
+
+    live = {"unet": 1, "vae.encoder": 0, "vae.decoder": 1, "text_encoder": 1}
+    for name, batch in (("10_reward_finetuning", 8), ("06_unet_cfg_reward", 2)):
+        record = dict(part="vae.decoder", batch=batch, side=8, native=8, grad=True, live=live,
+                      open=[["unet", 2, 8]], cell=7)  # fmt: skip
+        (tmp_path / f"{name}.jsonl").write_text(json.dumps(record) + "\n")
+    (line,) = meter.over_memory(tmp_path)
+    assert line.startswith("10_reward_finetuning: SD 1.5 would need") and "In[7]" in line

@@ -7,7 +7,7 @@ on every commit, rather than on a learner's laptop. Run 2, here, executes every 
 fails on any cell that raises. It stands in for SD 1.5 in fp16 on a GPU:
 
     model   a random pipeline of SD 1.5's classes at other sizes than mini-sd ("sd15-small": text
-            width 48, 128x128 images, 4x16x16 latents, three U-Net levels, PNDM as SD 1.5 ships
+            width 48, 96x96 images, 4x12x12 latents, three U-Net levels, PNDM as SD 1.5 ships
             it), loaded through COURSE_MODEL=<folder>: every size a cell uses must come from the
             configs, and cells that measure mini-sd's *trained* quality take their
             `is_mini_sd(pipe)` branch. SD 1.5's folder has no vision tower: 02 then takes

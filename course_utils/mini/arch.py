@@ -2,8 +2,8 @@
 
     "tiny"        randomly initialised, for unit tests (built in seconds, ~8 MB)
     "mini"        the embedded mini-sd that `make train-mini` trains (64x64 images, 4x8x8 latents)
-    "sd15-small"  SD 1.5's classes at sizes unlike mini-sd's (text width 48, 128x128 images,
-                  4x16x16 latents, three U-Net levels): the stand-in for SD 1.5 that CI runs
+    "sd15-small"  SD 1.5's classes at sizes unlike mini-sd's (text width 48, 96x96 images,
+                  4x12x12 latents, three U-Net levels): the stand-in for SD 1.5 that CI runs
                   every notebook on, with random weights (tests/test_notebook_runs.py)
     "sd15"        Stable Diffusion 1.5's own configs (for GPU timings with random weights, no download)
 
@@ -48,7 +48,7 @@ ARCHS: dict[str, dict] = {
         vae=dict(block_out_channels=[8, 16, 16, 16], layers_per_block=1, norm_num_groups=8),
         unet=dict(block_out_channels=(32, 48, 64), layers_per_block=1, attention_head_dim=8,
                   norm_num_groups=8),
-        image_size=128,
+        image_size=96,
     ),
     "sd15": dict(
         text=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
